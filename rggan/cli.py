@@ -1,0 +1,148 @@
+"""The ``rggan`` command line: ``demo-data``, ``prepare``, ``train``, ``info``.
+
+Exit codes: 0 success, 1 unexpected error, 2 bad command line, 3 unusable input,
+4 no usable data, 5 unsafe/unwritable output, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rggan import __version__
+from rggan.errors import RGGANError
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from rggan.data.demo import generate_demo_dataset
+
+    kwargs = {"patients": args.patients} if args.patients is not None else {}
+    summary = generate_demo_dataset(
+        Path(args.output), seed=args.seed, layout=args.layout, realistic=args.realistic, progress=True, **kwargs
+    )
+    print(summary.describe() if hasattr(summary, "describe") else summary)
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from rggan.data.prepare import PrepareConfig, prepare_dataset
+    from rggan.data.rna import ZHOU_METAGENES, GeneTransformConfig
+
+    genes = None
+    if args.genes == "metagenes":
+        genes = list(ZHOU_METAGENES)
+    elif args.genes:
+        genes = [g.strip() for g in Path(args.genes).read_text().split() if g.strip()]
+    gene_config = GeneTransformConfig.prototype() if args.prototype_genes else GeneTransformConfig(
+        max_na_fraction=args.max_na_fraction, genes=genes, top_n_variance=args.top_genes
+    )
+    config = PrepareConfig(
+        image_size=args.image_size, num_bases=args.bases, seed=args.seed, val_fraction=args.val_fraction,
+        genes=gene_config,
+    )  # fmt: skip
+    result = prepare_dataset(
+        args.input, args.output, config=config, rna_path=args.rna, workers=args.workers, progress=not args.quiet
+    )
+    if result.no_op:
+        print(f"Up to date: nothing changed since the last prepare of {result.output_dir} ({result.seconds:.2f} s).")
+    n_train = sum(r.split == "training" for r in result.patients)
+    print(
+        f"Prepared {len(result.included)} patients ({n_train} training, {len(result.included) - n_train} validation; "
+        f"{len(result.prepared)} computed, {len(result.reused)} up to date), excluded {len(result.excluded)}, "
+        f"skipped {len(result.skipped_files)} files in {result.seconds:.1f} s."
+    )
+    for patient, reason in result.excluded.items():
+        print(f"  excluded {patient}: {reason}")
+    print(f"Datalist: {result.datalist}\nReport:   {result.report.with_suffix('.txt')}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from rggan.networks import parameter_table
+
+    sizes = {
+        "num_genes": args.genes, "embed_dim": args.embed_dim, "latent_size": args.g_ls, "g_n_feat": args.g_n_feat,
+        "d_n_feat": args.d_n_feat, "image_size": args.image_size,
+    }  # fmt: skip
+    print(f"rggan {__version__}: parameter counts for " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    for part, count in parameter_table(**sizes):
+        print(f"  {part:<40} {count:>12,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``rggan`` command."""
+    parser = argparse.ArgumentParser(prog="rggan", description="Radiogenomic GAN (Xu et al. 2019) on MONAI.")
+    parser.add_argument("--version", action="version", version=f"rggan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write the built-in demo download (DICOM CT/SEG + RNA table)")
+    p.add_argument("--output", required=True, help="folder to write the demo download into")
+    p.add_argument("--patients", type=int, default=None, help="number of GAN-cohort patients (default: built-in)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--layout", choices=["descriptive", "classic"], default="descriptive", help="NBIA folder layout")
+    p.add_argument("--realistic", action="store_true", help="512x512 CTs with >= 100 slices (for benchmarks)")
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("prepare", help="turn a TCIA/GEO download into a prepared training dataset")
+    p.add_argument("--input", required=True, help="folder with the NBIA download and the GSE103584 RNA table")
+    p.add_argument("--output", required=True, help="prepared dataset folder (outside --input)")
+    p.add_argument("--rna", default=None, help="RNA table path (default: searched under --input)")
+    p.add_argument("--image-size", type=int, default=128, help="crop/patch size in pixels (default 128)")
+    p.add_argument("--bases", type=int, default=10, help="background patches per patient (default 10)")
+    p.add_argument("--seed", type=int, default=12345, help="split and patch-position seed (default 12345)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="validation patients fraction (default 0.2)")
+    p.add_argument("--max-na-fraction", type=float, default=0.0, help="drop genes with more NAs (default 0)")
+    p.add_argument("--top-genes", type=int, default=None, help="keep the N most variable genes")
+    p.add_argument("--genes", default=None, help="'metagenes' (Zhou et al. 21) or a file of gene symbols")
+    p.add_argument("--prototype-genes", action="store_true", help="prototype gene rule: drop NA genes, raw FPKM")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("info", help="parameter counts of the networks")
+    p.add_argument("--genes", type=int, default=5172, help="number of genes (default 5172, the prototype's)")
+    p.add_argument("--embed_dim", type=int, default=128)
+    p.add_argument("--g_ls", type=int, default=10)
+    p.add_argument("--g_n_feat", type=int, default=32)
+    p.add_argument("--d_n_feat", type=int, default=64)
+    p.add_argument("--image-size", dest="image_size", type=int, default=128)
+    p.set_defaults(func=_cmd_info)
+
+    # `rggan train ...` is dispatched to rggan.train_cli before parsing (it has its own flag table).
+    sub.add_parser("train", help="train with the seed README's flags (runs the MONAI bundle); see `rggan train -h`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rggan`` command.
+
+    Returns:
+        The process exit code.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["train"]:
+        from rggan.train_cli import main as train_main
+
+        return train_main(argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except RGGANError as err:
+        print(f"rggan {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"rggan {args.command}: interrupted; every file already written is complete.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The prepare step on real DICOM written by the demo generator: contents, idempotence, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from rggan.cli import main as cli_main
+from rggan.data import dicom
+from rggan.data.demo import write_seg
+from rggan.data.prepare import PrepareConfig, nodule_crop_box, prepare_dataset
+from rggan.errors import InputError, OutputError
+from tests.conftest import tree_snapshot
+
+SMALL = PrepareConfig(image_size=32, num_bases=4)
+
+
+def _truth(summary) -> dict:
+    return json.loads(Path(summary.truth_file).read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Contents on the default demo data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_demo_cohort_included_and_distractors_excluded(prepared_demo, demo_download):
+    result = prepared_demo
+    assert sorted(result.included) == sorted(demo_download.gan_cohort)
+    excluded = result.excluded
+    for p in demo_download.no_rna:
+        assert "no RNA-seq column" in excluded[p]
+    for p in demo_download.no_seg + demo_download.ct_only:
+        assert "no DICOM SEG" in excluded[p]
+    for p in demo_download.rna_only:
+        assert "no DICOM files" in excluded[p]
+    report_txt = (result.output_dir / "report.txt").read_text()
+    for p, reason in excluded.items():
+        assert f"{p}" in report_txt and reason in report_txt
+    report = json.loads(result.report.read_text())
+    assert report["counts"]["included"] == len(demo_download.gan_cohort)
+    assert report["counts"]["excluded"] == len(excluded)
+
+
+def test_demo_samples_match_ground_truth(prepared_demo, demo_download):
+    root = prepared_demo.output_dir
+    datalist = json.loads((root / "datalist.json").read_text())
+    truth = _truth(demo_download)
+    masks = np.load(demo_download.masks_file)
+    entries = datalist["training"] + datalist["validation"]
+    assert len(entries) == len(demo_download.gan_cohort)
+    assert {e["patient"] for e in datalist["training"]}.isdisjoint(e["patient"] for e in datalist["validation"])
+    s = datalist["image_size"]
+    rna = []
+    for e in entries:
+        p = e["patient"]
+        image, mask, bases = (np.load(root / e[k]) for k in ("image", "mask", "bases"))
+        assert image.shape == mask.shape == (1, s, s) and bases.shape == (10, s, s)
+        assert image.dtype == np.float32 and -1 <= image.min() and image.max() <= 1
+        assert -1 <= bases.min() and bases.max() <= 1
+        assert set(np.unique(mask)) == {-1.0, 1.0}
+        # The nodule slice is the truth's largest-area slice; the crop holds the whole nodule, centred.
+        m = masks[p]
+        z = e["slice_index"]
+        assert m[z].sum() == m.reshape(m.shape[0], -1).sum(1).max()
+        y0, x0, y1, x1 = e["crop_box"]
+        assert m[z, y0:y1, x0:x1].sum() == m[z].sum()
+        fg = np.argwhere(mask[0] > 0)
+        assert len(fg) > 0
+        centre = (fg.min(0) + fg.max(0)) / 2
+        assert np.all(np.abs(centre - (s - 1) / 2) <= 0.1 * s), (p, centre)
+        # Background patches lie where the truth mask is empty.
+        details = next(r.details for r in prepared_demo.patients if r.patient == p)
+        h, w = y1 - y0, x1 - x0
+        for zz, py, px in details["base_patches"]:
+            assert m[zz, py : py + h, px : px + w].sum() == 0
+        # Crop spacing: physical side preserved.
+        assert np.allclose(np.asarray(e["spacing"]) * s, np.asarray(truth["spacing_zyx_mm"][1:]) * (h, w))
+        rna.append(np.load(root / e["rna"]))
+    genes = json.loads((root / "gene_transform.json").read_text())["genes"]
+    assert np.stack(rna).shape == (len(entries), len(genes)) == (len(entries), datalist["num_genes"])
+
+
+def test_crop_box_is_square_of_twice_the_box_and_stays_inside():
+    m = np.zeros((64, 64), np.uint8)
+    m[10:16, 20:24] = 1  # h 6, w 4 -> side 12
+    assert nodule_crop_box(m) == (7, 16, 19, 28)
+    m[:] = 0
+    m[0:4, 60:64] = 1  # at the corner: shifted inside, still square
+    y0, x0, y1, x1 = nodule_crop_box(m)
+    assert (y1 - y0, x1 - x0) == (8, 8) and y0 == 0 and x1 == 64
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Idempotence, atomicity, input protection
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_rerun_is_noop_and_only_changed_patient_is_prepared_again(small_copy, tmp_path):
+    download, summary = small_copy
+    out = tmp_path / "prepared"
+    first = prepare_dataset(download, out, config=SMALL, workers=1, progress=False)
+    assert not first.no_op and sorted(first.prepared) == sorted(first.included)
+    before = tree_snapshot(out)
+    second = prepare_dataset(download, out, config=SMALL, workers=1, progress=False)
+    assert second.no_op and tree_snapshot(out) == before
+    assert second.included == first.included
+
+    # Rewrite one patient's SEG (same content, new file): only that patient is prepared again.
+    patient = first.included[0]
+    seg = dicom.find_patient_segs(dicom.index_dicom_tree(download), patient)[0].files[0]
+    data = seg.read_bytes()
+    seg.unlink()
+    seg.write_bytes(data)
+    third = prepare_dataset(download, out, config=SMALL, workers=1, progress=False)
+    assert not third.no_op
+    assert third.prepared == [patient]
+    assert sorted(third.reused) == sorted(set(first.included) - {patient})
+    for p in first.included:
+        assert np.array_equal(np.load(out / f"samples/{p}/image.npy"), np.load(out / f"samples/{p}/image.npy"))
+
+    # A changed setting re-prepares everything.
+    fourth = prepare_dataset(download, out, config=PrepareConfig(image_size=32, num_bases=3), workers=1, progress=False)
+    assert sorted(fourth.prepared) == sorted(first.included)
+    assert np.load(out / f"samples/{patient}/bases.npy").shape[0] == 3
+
+
+def test_interrupted_run_leaves_no_partial_file_and_resumes(small_copy, tmp_path, monkeypatch):
+    import rggan.data.prepare as prep
+
+    download, _ = small_copy
+    out = tmp_path / "prepared"
+    real_write = prep._write_patient
+    calls = []
+
+    def interrupt_on_third(job, crops):
+        calls.append(job.patient)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_write(job, crops)
+
+    monkeypatch.setattr(prep, "_write_patient", interrupt_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(download, out, config=SMALL, workers=1, progress=False)
+    assert not list(out.rglob("*.tmp")) and not (out / "datalist.json").exists()
+    monkeypatch.setattr(prep, "_write_patient", real_write)
+    result = prepare_dataset(download, out, config=SMALL, workers=1, progress=False)
+    assert sorted(result.reused) == sorted(calls[:2])
+    assert len(result.included) == 4
+
+
+def test_input_is_never_written_and_output_inside_input_is_refused(small_copy, tmp_path):
+    download, _ = small_copy
+    before = tree_snapshot(download)
+    prepare_dataset(download, tmp_path / "prepared", config=SMALL, workers=1, progress=False)
+    assert tree_snapshot(download) == before
+    with pytest.raises(OutputError, match="inside the input"):
+        prepare_dataset(download, download / "prepared", config=SMALL, progress=False)
+    assert cli_main(["prepare", "--input", str(download), "--output", str(download / "x"), "--quiet"]) == 5
+    assert tree_snapshot(download) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad input: per-patient problems are excluded with a reason, global problems stop with one clear error
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _ct_of(download: Path, patient: str) -> dicom.CTGeometry:
+    index = dicom.index_dicom_tree(download)
+    return dicom.read_ct_geometry(dicom.resolve_referenced_ct(index, dicom.find_patient_segs(index, patient)[0]))
+
+
+def _run(download: Path, tmp_path: Path):
+    return prepare_dataset(download, tmp_path / "prepared", config=SMALL, workers=1, progress=False)
+
+
+def test_truncated_and_foreign_files(small_copy, tmp_path):
+    download, summary = small_copy
+    victim = summary.gan_cohort[0]
+    masks = np.load(summary.masks_file)
+    z = int(np.argmax(masks[victim].reshape(masks[victim].shape[0], -1).sum(1)))
+    ct_file = _ct_of(download, victim).files[z]
+    ct_file.write_bytes(ct_file.read_bytes()[: ct_file.stat().st_size // 2])  # pixel data cut short
+    other = _ct_of(download, summary.gan_cohort[1]).files[0].parent
+    (other / "notes.txt").write_text("not DICOM")
+    (other / "1-999.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\2\0")  # header cut short
+
+    result = _run(download, tmp_path)
+    assert victim in result.excluded and ct_file.name in result.excluded[victim]
+    assert sorted(result.included) == sorted(summary.gan_cohort[1:])
+    skipped = {Path(p).name for p, _ in result.skipped_files}
+    assert {"notes.txt", "1-999.dcm"} <= skipped
+
+
+def test_seg_whose_ct_is_missing(small_copy, tmp_path):
+    download, summary = small_copy
+    victim = summary.gan_cohort[1]
+    shutil.rmtree(_ct_of(download, victim).files[0].parent)
+    result = _run(download, tmp_path)
+    assert "CT" in result.excluded[victim]
+    assert len(result.included) == len(summary.gan_cohort) - 1
+
+
+def _ct_headers(geometry: dicom.CTGeometry) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in geometry.files]
+
+
+def test_empty_seg_and_two_segs(small_copy, tmp_path):
+    download, summary = small_copy
+    empty, double = summary.gan_cohort[0], summary.gan_cohort[2]
+    index = dicom.index_dicom_tree(download)
+    seg = dicom.find_patient_segs(index, empty)[0]
+    geometry = _ct_of(download, empty)
+    zeros = np.zeros(geometry.shape, np.uint8)
+    write_seg(seg.files[0], "slicer", zeros, _ct_headers(geometry), series_uid=seg.series_uid)
+    geometry = _ct_of(download, double)
+    second = geometry.files[0].parent.parent / "1001.000000-second SEG-00001" / "1-1.dcm"
+    write_seg(
+        second, "epad", np.load(summary.masks_file)[double], _ct_headers(geometry), series_uid="1.2.3.4.5.6.7.1",
+        sop_uid="1.2.3.4.5.6.7.2",
+    )
+
+    result = _run(download, tmp_path)
+    assert "no foreground" in result.excluded[empty]
+    assert "2 SEG series" in result.excluded[double]
+    assert len(result.included) == len(summary.gan_cohort) - 2
+
+
+def test_ct_with_a_missing_slice_has_inconsistent_spacing(small_copy, tmp_path):
+    download, summary = small_copy
+    victim = summary.gan_cohort[3]
+    files = _ct_of(download, victim).files
+    files[len(files) // 4].unlink()
+    result = _run(download, tmp_path)
+    assert "spacing" in result.excluded[victim].lower()
+
+
+def _rewrite_rna(path: Path, edit) -> None:
+    table = pd.read_csv(path, sep="\t", index_col=0, na_values=["NA"], dtype=str, keep_default_na=False)
+    table = edit(table)
+    with gzip.open(path, "wt") as f:
+        table.to_csv(f, sep="\t")
+
+
+def test_rna_duplicate_patient_and_gene(small_copy, tmp_path):
+    download, summary = small_copy
+    victim = summary.gan_cohort[0]
+
+    def edit(t: pd.DataFrame) -> pd.DataFrame:
+        t = pd.concat([t, t[[victim]]], axis=1)  # the patient's column twice
+        return pd.concat([t, t.iloc[[5]]])  # one gene twice
+
+    _rewrite_rna(download / summary.rna_file.name, edit)
+    result = _run(download, tmp_path)
+    assert "several columns" in result.excluded[victim]
+    report = json.loads(result.report.read_text())
+    assert any("duplicate gene" in n for n in report["rna_notes"])
+
+
+def test_global_input_errors_exit_codes(small_copy, tmp_path, capsys):
+    download, summary = small_copy
+    out = str(tmp_path / "o")
+    assert cli_main(["prepare", "--input", str(tmp_path / "nope"), "--output", out, "--quiet"]) == 3
+    assert "does not exist" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(download / summary.rna_file.name, empty)
+    assert cli_main(["prepare", "--input", str(empty), "--output", out, "--quiet"]) == 3
+    assert "No DICOM series" in capsys.readouterr().err
+
+    rna = download / summary.rna_file.name
+    rna.write_bytes(rna.read_bytes()[: rna.stat().st_size // 2])
+    with pytest.raises(InputError, match=rna.name):
+        _run(download, tmp_path)
+    assert cli_main(["prepare", "--input", str(download), "--output", out, "--quiet"]) == 3
+
+    rna.unlink()
+    assert cli_main(["prepare", "--input", str(download), "--output", out, "--quiet"]) == 3
+    assert "GSE103584" in capsys.readouterr().err
+
+
+def test_no_usable_patient_exit_code(small_copy, tmp_path):
+    download, summary = small_copy
+    for p in summary.gan_cohort:
+        for seg in dicom.find_patient_segs(dicom.index_dicom_tree(download), p):
+            seg.files[0].unlink()
+    assert cli_main(["prepare", "--input", str(download), "--output", str(tmp_path / "o"), "--quiet"]) == 4
+    assert (tmp_path / "o" / "report.txt").is_file()
