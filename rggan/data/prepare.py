@@ -34,7 +34,9 @@ from rggan.data.rna import GeneTransform, GeneTransformConfig, read_rna_table
 from rggan.errors import InputError, NoUsableDataError, OutputError, PatientDataError
 from rggan.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
-__all__ = ["PrepareConfig", "PatientRecord", "PrepareResult", "prepare_dataset", "find_rna_file", "hu_to_unit"]
+__all__ = [
+    "PrepareConfig", "PatientRecord", "PrepareResult", "prepare_dataset", "find_rna_file", "hu_to_unit", "unit_to_hu",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +142,17 @@ class PrepareResult:
 
 
 def hu_to_unit(hu: np.ndarray, hu_min: float = -1000.0, hu_max: float = 500.0) -> np.ndarray:
-    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [-1, 1] (spec §2.3)."""
-    from monai.transforms import ScaleIntensityRange
+    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [-1, 1] (spec §2.3).
 
-    scale = ScaleIntensityRange(a_min=hu_min, a_max=hu_max, b_min=-1.0, b_max=1.0, clip=True, dtype=np.float32)
-    return np.asarray(scale(hu))
+    Equivalent to ``monai.transforms.ScaleIntensityRange(hu_min, hu_max, -1, 1, clip=True)``, without importing
+    MONAI into the prepare step (its import alone costs seconds).
+    """
+    return ((np.clip(hu, hu_min, hu_max) - hu_min) / (hu_max - hu_min) * 2.0 - 1.0).astype(np.float32)
+
+
+def unit_to_hu(x: np.ndarray, hu_min: float = -1000.0, hu_max: float = 500.0) -> np.ndarray:
+    """Inverse of :func:`hu_to_unit` (within the clip window)."""
+    return ((np.asarray(x, dtype=np.float32) + 1.0) / 2.0 * (hu_max - hu_min) + hu_min).astype(np.float32)
 
 
 def find_rna_file(input_dir: Path) -> Path:
@@ -297,14 +305,18 @@ def find_background_patches(
 
 
 def _resize(array: np.ndarray, size: int, mode: str) -> np.ndarray:
-    """Resize ``(C, H, W)`` to ``(C, size, size)`` with MONAI (area when shrinking, bilinear when enlarging)."""
-    from monai.transforms import Resize
+    """Resize ``(C, H, W)`` to ``(C, size, size)``: area interpolation when shrinking, bilinear when enlarging.
+
+    ``mode`` is ``"auto"`` (that rule) or a ``torch.nn.functional.interpolate`` mode.
+    """
+    import torch
+    import torch.nn.functional as F
 
     if mode == "auto":
         mode = "area" if max(array.shape[1:]) > size else "bilinear"
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    out = Resize(spatial_size=(size, size), mode=mode, **kwargs)(array.astype(np.float32))
-    return np.asarray(out, dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    return F.interpolate(x, size=(size, size), mode=mode, **kwargs)[0].numpy()
 
 
 def _extract_patient(job: _Job) -> dict[str, Any]:
