@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="./data", help="Location of data workspace: raw download or prepared folder.")
     p.add_argument("--output", default="./ModelOut", help="Model output folder.")
     for flag, (_, typ, default, help_text) in FLAG_TO_CONFIG.items():
-        p.add_argument(f"--{flag}", type=typ, default=default, help=f"{help_text} (default: {default})")
+        # Unset flags keep the bundle's value (the same default), so overlays such as demo.yaml still apply.
+        p.add_argument(f"--{flag}", type=typ, default=None, help=f"{help_text} (default: {default})")
     p.add_argument("--bundle", default=None, help="bundle folder (default: the one of this source tree)")
     p.add_argument(
         "--config", action="append", default=[], help="extra bundle config overlay (repeatable), e.g. configs/demo.yaml"
@@ -96,7 +97,8 @@ def overrides_from_args(args: argparse.Namespace, notice=print) -> dict[str, Any
         "output_dir": str(Path(args.output).expanduser().resolve()),
     }
     for flag, (config_id, _, _, _) in FLAG_TO_CONFIG.items():
-        overrides[config_id] = getattr(args, flag)
+        if getattr(args, flag) is not None:
+            overrides[config_id] = getattr(args, flag)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
