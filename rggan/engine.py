@@ -1,0 +1,182 @@
+"""RG-GAN training engine: a :class:`monai.engines.GanTrainer` with a conditional iteration.
+
+MONAI's ``GanTrainer`` feeds G only random latents and gives the losses only the fakes (and the
+reals).  RG-GAN's generator needs the batch (gene expression ``rna``, background patch ``base``) and
+its losses need the discriminator plus real, "wrong" and fake image/mask pairs.
+:class:`RGGanTrainer` keeps GanTrainer's constructor, state and handler machinery and overrides
+only ``_iteration`` (plus an ``amp`` flag).
+
+Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`rggan.losses`):
+
+* ``fake = g_inferer(rna, g_network, z, base)``, i.e. ``g_network(rna, z, base)`` -> ``GeneratorOutput``
+  (``.embedding .image .mask .switch``);
+* ``d_loss_function(d_network, image, mask, wrong_image, wrong_mask, fake) -> {"total": ..., <term>: ...}``
+  (detaches the fakes itself);
+* ``g_loss_function(d_network, fake, base) -> {"total": ..., <term>: ...}``.
+
+``engine.state.output`` after each iteration (a plain, batched dict)::
+
+    {"reals": image, "fakes": fake.image, "latents": z, "g_loss": float, "d_loss": float,
+     "fake_mask": fake.mask, "base": base, "patient": [ids], "g_terms": {name: 0-dim tensor},
+     "d_terms": {name: 0-dim tensor}}
+
+``g_loss``/``d_loss`` are the only values synchronised to the host each iteration (one transfer for
+both); per-term losses stay detached on the device until a handler asks for them, see
+:func:`loss_scalars`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.engines import GanTrainer
+from monai.utils import GanKeys
+
+__all__ = ["RGGanTrainer", "prepare_rg_batch", "loss_scalars", "loss_totals", "TERMS_G", "TERMS_D"]
+
+TERMS_G = "g_terms"
+TERMS_D = "d_terms"
+
+
+def prepare_rg_batch(
+    batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+) -> dict[str, Any]:
+    """Move every tensor of an RG-GAN batch dict to ``device``; other values (patient ids) pass through.
+
+    This is :class:`RGGanTrainer`'s default ``d_prepare_batch``.
+    """
+    if not isinstance(batchdata, Mapping):
+        raise TypeError(f"RG-GAN batches are dicts (see rggan.data.dataset), got {type(batchdata).__name__}.")
+    return {
+        k: v.to(device=device, non_blocking=non_blocking, **kwargs) if isinstance(v, torch.Tensor) else v
+        for k, v in batchdata.items()
+    }
+
+
+def loss_totals(output: Mapping[str, Any]) -> dict[str, float]:
+    """``{"g_loss": float, "d_loss": float}`` from an engine output (for ``TerminateOnNan``, progress bars)."""
+    return {GanKeys.GLOSS: output[GanKeys.GLOSS], GanKeys.DLOSS: output[GanKeys.DLOSS]}
+
+
+def loss_scalars(output: Mapping[str, Any]) -> dict[str, float]:
+    """Every loss of an engine output as python floats, with a single device-to-host transfer.
+
+    Keys: ``g_loss``, ``d_loss`` and one per loss term (``g_isc``, ``d_real_i``, ..., as named by
+    :mod:`rggan.losses`; a name is prefixed ``g_``/``d_`` if it lacks it).  Use it as the ``output_transform`` of
+    ``StatsHandler`` / ``TensorBoardStatsHandler``.
+    """
+    out = dict(loss_totals(output))
+    names, values = [], []
+    for prefix, key in (("g", TERMS_G), ("d", TERMS_D)):
+        for name, value in (output.get(key) or {}).items():
+            if name == "total":
+                continue
+            names.append(name if name.startswith(f"{prefix}_") else f"{prefix}_{name}")
+            values.append(value.detach().float().reshape(()) if isinstance(value, torch.Tensor) else value)
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if tensors:
+        host = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).tolist())
+        values = [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+    out.update(zip(names, values))
+    return out
+
+
+def _detached_terms(terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in terms.items() if k != "total"}
+
+
+class RGGanTrainer(GanTrainer):
+    """GanTrainer whose generator is conditioned on the batch (gene expression + background patch).
+
+    All arguments are :class:`~monai.engines.GanTrainer`'s, with three differences:
+
+    * ``d_prepare_batch`` defaults to :func:`prepare_rg_batch` (the whole batch dict on the device);
+    * ``g_update_latents`` defaults to False: the G step re-uses the fakes the D step saw (as RG-GAN's
+      reference code does) instead of running G a second time;
+    * ``amp``: mixed precision (``torch.autocast`` + one ``torch.amp.GradScaler`` per network, kept as
+      ``engine.g_scaler`` / ``engine.d_scaler``).  It only takes effect on CUDA; elsewhere it is off.
+      ``amp_kwargs`` are passed to ``torch.autocast``.
+
+    Each iteration: the latents are sized from the real batch (a short last batch is fine), G makes
+    one batch of fakes, D takes ``d_train_steps`` steps on it, then G takes one step.
+    """
+
+    def __init__(self, *args: Any, amp: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("d_prepare_batch", prepare_rg_batch)
+        kwargs.setdefault("g_update_latents", False)
+        super().__init__(*args, **kwargs)
+        device_type = torch.device(self.state.device).type
+        self.amp = bool(amp) and device_type == "cuda"
+        self.g_scaler = torch.amp.GradScaler(device_type, enabled=self.amp)
+        self.d_scaler = torch.amp.GradScaler(device_type, enabled=self.amp)
+
+    def _autocast(self) -> torch.autocast:
+        device_type = torch.device(self.state.device).type
+        return torch.autocast(device_type, enabled=self.amp, **(self.amp_kwargs or {}))
+
+    def _latents(self, engine: RGGanTrainer, num: int) -> torch.Tensor:
+        return engine.g_prepare_batch(
+            num_latents=num,
+            latent_size=engine.latent_shape,
+            device=engine.state.device,
+            non_blocking=engine.non_blocking,
+            **engine.to_kwargs,
+        )
+
+    def _iteration(self, engine: RGGanTrainer, batchdata: dict | Sequence) -> dict[str, Any]:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        image, mask, base, rna = batch["image"], batch["mask"], batch["base"], batch["rna"]
+        g_net, d_net = engine.g_network, engine.d_network
+        g_net.train()
+        d_net.train()
+
+        z = self._latents(engine, image.shape[0])
+        with self._autocast():
+            fake = engine.g_inferer(rna, g_net, z, base)
+
+        # (1) discriminator: d_train_steps updates on the same fakes (the loss detaches them)
+        d_total = torch.zeros((), device=image.device)
+        d_terms: dict[str, torch.Tensor] = {}
+        for _ in range(engine.d_train_steps):
+            engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            with self._autocast():
+                d_out = engine.d_loss_function(d_net, image, mask, batch["wrong_image"], batch["wrong_mask"], fake)
+            engine.d_scaler.scale(d_out["total"]).backward()
+            engine.d_scaler.step(engine.d_optimizer)
+            engine.d_scaler.update()
+            d_total = d_total + d_out["total"].detach().float()
+            for k, v in _detached_terms(d_out).items():
+                d_terms[k] = d_terms[k] + v if k in d_terms else v
+        steps = max(engine.d_train_steps, 1)
+        d_total = d_total / steps
+        d_terms = {k: v / steps for k, v in d_terms.items()}
+
+        # (2) generator
+        if engine.g_update_latents:
+            z = self._latents(engine, image.shape[0])
+            with self._autocast():
+                fake = engine.g_inferer(rna, g_net, z, base)
+        engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with self._autocast():
+            g_out = engine.g_loss_function(d_net, fake, base)
+        engine.g_scaler.scale(g_out["total"]).backward()
+        engine.g_scaler.step(engine.g_optimizer)
+        engine.g_scaler.update()
+
+        g_loss, d_loss = torch.stack([g_out["total"].detach().float(), d_total]).tolist()  # one host sync
+        return {
+            GanKeys.REALS: image,
+            GanKeys.FAKES: fake.image.detach(),
+            GanKeys.LATENTS: z,
+            GanKeys.GLOSS: g_loss,
+            GanKeys.DLOSS: d_loss,
+            "fake_mask": fake.mask.detach(),
+            "base": base,
+            "patient": batch.get("patient"),
+            TERMS_G: _detached_terms(g_out),
+            TERMS_D: d_terms,
+        }

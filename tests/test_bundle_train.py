@@ -1,0 +1,195 @@
+"""The training bundle (bundle/configs/train.yaml + demo.yaml) through monai.bundle.ConfigWorkflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from rggan.handlers import find_latest_checkpoint
+
+from tests._prepared import make_prepared, single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+CONFIG_FILES = [str(CONFIGS / "train.yaml"), str(CONFIGS / "demo.yaml")]
+TINY = {
+    "batch_size": 4,
+    "g_n_feat": 2,
+    "d_n_feat": 2,
+    "embed_dim": 8,
+    "g_ls": 4,
+    "num_workers": 0,
+    "log_interval": 1,
+    "sample_interval": 1,
+    "num_samples": 2,
+}
+N_TRAIN = 8  # -> 2 iterations per epoch at batch 4
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("prep"), n_train=N_TRAIN, n_val=2, image_size=32, num_genes=12)
+
+
+@pytest.fixture(scope="module")
+def meta_file(tmp_path_factory):
+    """The bundle's metadata.json, or a minimal stand-in while it is not written yet."""
+    if (CONFIGS / "metadata.json").is_file():
+        return str(CONFIGS / "metadata.json")
+    path = tmp_path_factory.mktemp("meta") / "metadata.json"
+    meta = {
+        "version": "0.0.0",
+        "monai_version": "1.6.1",
+        "pytorch_version": "2.13.0",
+        "numpy_version": "2.4.6",
+        "required_packages_version": {},
+        "task": "test",
+        "description": "test",
+        "authors": "test",
+        "copyright": "test",
+        "network_data_format": {"inputs": {}, "outputs": {}},
+    }
+    path.write_text(json.dumps(meta))
+    return str(path)
+
+
+def run_workflow(meta_file, prepared, output_dir, **override):
+    wf = ConfigWorkflow(
+        config_file=CONFIG_FILES,
+        meta_file=meta_file,
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train",
+        dataset_dir=str(prepared),
+        output_dir=str(output_dir),
+        **{**TINY, **override},
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def scalars(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list] = {}
+    images: set[str] = set()
+    for f in sorted(Path(log_dir).iterdir()):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+        images.update(acc.Tags()["images"])
+    return out, images
+
+
+def test_train_one_epoch_logs_everything_and_is_reproducible(meta_file, prepared, tmp_path):
+    wf = run_workflow(meta_file, prepared, tmp_path / "a", epochs=1)
+    assert wf.trainer.state.iteration == N_TRAIN // 4 and wf.trainer.state.epoch == 1
+    tags, images = scalars(tmp_path / "a" / "tensorboard")
+    g_terms = {"g_isc", "g_i", "g_is", "g_bg"}
+    d_terms = {f"d_{p}_{h}" for p in ("real", "wrong", "wrongmask", "fake") for h in ("isc", "i", "is")}
+    epoch_metrics = {"lr_g", "lr_d", "time_iteration_s", "time_data_s", "time_epoch_s"}
+    assert set(tags) == {"g_loss", "d_loss"} | g_terms | d_terms | epoch_metrics
+    assert [s for s, _ in tags["g_loss"]] == [1, 2] and tags["lr_g"] == [(1, pytest.approx(1e-4))]
+    assert images == {"samples"}
+    assert (tmp_path / "a" / "samples" / "samples_epoch=1.png").is_file()
+    ckpt = torch.load(find_latest_checkpoint(tmp_path / "a" / "models"), weights_only=True)
+    assert set(ckpt) == {
+        "trainer",
+        "generator",
+        "discriminator",
+        "ema_generator",
+        "g_optimizer",
+        "d_optimizer",
+        "g_lr_scheduler",
+        "d_lr_scheduler",
+    }
+    assert ckpt["generator"].keys() == ckpt["ema_generator"].keys()
+
+    # same seed, fresh output folder: the same loss sequence
+    run_workflow(meta_file, prepared, tmp_path / "b", epochs=1)
+    tags_b, _ = scalars(tmp_path / "b" / "tensorboard")
+    assert tags_b["g_loss"] == tags["g_loss"] and tags_b["d_loss"] == tags["d_loss"]
+
+
+def test_rerun_resumes_from_latest_checkpoint(meta_file, prepared, tmp_path):
+    run_workflow(meta_file, prepared, tmp_path, epochs=1, save_interval=1)
+    wf = run_workflow(meta_file, prepared, tmp_path, epochs=2, save_interval=1)
+    per_epoch = N_TRAIN // 4
+    assert wf.trainer.state.iteration == 2 * per_epoch and wf.trainer.state.epoch == 2
+    assert sorted(os.listdir(tmp_path / "models")) == [
+        f"checkpoint_epoch=1_iteration={per_epoch}.pt",
+        f"checkpoint_epoch=2_iteration={2 * per_epoch}.pt",
+        "model.pt",  # the final EMA generator (bundle convention)
+    ]
+    tags, _ = scalars(tmp_path / "tensorboard")
+    assert [s for s, _ in tags["g_loss"]] == [1, 2, 3, 4]  # the counter continued
+    # --resume False starts again from scratch
+    wf = run_workflow(meta_file, prepared, tmp_path, epochs=1, resume="false")  # as `--resume false` arrives
+    assert wf.trainer.state.iteration == per_epoch
+
+
+def test_cli_from_another_directory(meta_file, prepared, tmp_path):
+    """`python -m monai.bundle run` works from any directory, without PYTHONPATH or --bundle_root."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    args = [f"--{k}={v}" for k, v in TINY.items()]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(CONFIG_FILES), "--meta_file", meta_file,
+        "--dataset_dir", str(prepared), "--output_dir", str(tmp_path / "out"), "--epochs", "1", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Epoch: 1/1, Iter: 2/2 -- d_loss:" in proc.stdout
+    assert find_latest_checkpoint(tmp_path / "out" / "models").endswith("checkpoint_epoch=1_iteration=2.pt")
+
+
+def test_raw_download_is_prepared_then_trained(meta_file, tmp_path):
+    """A dataset_dir without datalist.json is prepared into <output_dir>/prepared first (demo download)."""
+    from rggan.data.demo import generate_demo_dataset
+
+    raw = tmp_path / "raw"
+    generate_demo_dataset(raw, patients=6, extras=False, ct_shape=(16, 64, 64), n_genes=20)
+    wf = run_workflow(meta_file, raw, tmp_path / "out", epochs=1, batch_size=2)
+    prepared = tmp_path / "out" / "prepared"
+    assert (prepared / "datalist.json").is_file() and (prepared / "report.txt").is_file()
+    assert wf.trainer.state.iteration >= 1
+    assert find_latest_checkpoint(tmp_path / "out" / "models") is not None
+
+
+@pytest.mark.slow
+def test_multi_gpu_overlay_with_gloo(meta_file, prepared, tmp_path):
+    """multi_gpu_train.yaml with two CPU processes (gloo): rank 0 alone writes; a rerun resumes."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    files = [*CONFIG_FILES, str(CONFIGS / "multi_gpu_train.yaml")]
+    args = [f"--{k}={v}" for k, v in {**TINY, "batch_size": 2, "save_interval": 1}.items()]
+
+    def run(epochs):
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+            "-m", "monai.bundle", "run", "--config_file", str(files), "--meta_file", meta_file,
+            "--dataset_dir", str(prepared), "--output_dir", str(tmp_path), "--epochs", str(epochs), *args,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    run(1)
+    proc = run(2)
+    per_epoch = N_TRAIN // 2 // 2  # 2 ranks, batch 2 per rank
+    assert f"Epoch: 2/2, Iter: {per_epoch}/{per_epoch}" in proc.stdout
+    assert sorted(os.listdir(tmp_path / "models")) == [
+        f"checkpoint_epoch=1_iteration={per_epoch}.pt",
+        f"checkpoint_epoch=2_iteration={2 * per_epoch}.pt",
+        "model.pt",  # the final EMA generator (bundle convention)
+    ]
+    assert len(os.listdir(tmp_path / "tensorboard")) == 2  # one file per run, none from rank 1

@@ -1,0 +1,170 @@
+"""rggan.engine.RGGanTrainer: one conditional GAN iteration on tiny networks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.data import DataLoader
+from monai.utils import GanKeys, set_determinism
+
+from rggan.data.dataset import RGGANDataset, load_datalist
+from rggan.engine import RGGanTrainer, loss_scalars, loss_totals, prepare_rg_batch
+from rggan.losses import DiscriminatorLoss, GeneratorLoss
+from rggan.networks import RGDiscriminator, RGGenerator, init_weights
+from tests._prepared import make_prepared, single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+S, GENES, LATENT, EMBED = 32, 12, 4, 8
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("prep"), n_train=6, n_val=1, image_size=S, num_genes=GENES)
+
+
+def _params(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.named_parameters()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Spy(torch.optim.Adam):
+    """Adam that records snapshots of other networks' parameters around its step."""
+
+    def __init__(self, params, watch: torch.nn.Module, log: list, tag: str, **kw):
+        super().__init__(params, **kw)
+        self.watch, self.log, self.tag = watch, log, tag
+
+    def step(self, closure=None):
+        grads_of_watched = [p.grad for p in self.watch.parameters()]
+        self.log.append((self.tag, "before", _params(self.watch), grads_of_watched))
+        out = super().step(closure)
+        self.log.append((self.tag, "after", _params(self.watch), None))
+        return out
+
+
+def make_trainer(prepared, *, batch_size=4, epochs=1, spy_log=None, seed=0, **kwargs):
+    set_determinism(seed)
+    g = RGGenerator(GENES, embed_dim=EMBED, latent_size=LATENT, g_n_feat=2, image_size=S).apply(init_weights)
+    d = RGDiscriminator(embed_dim=EMBED, d_n_feat=2, image_size=S).apply(init_weights)
+    if spy_log is not None:
+        g_opt = _Spy(g.parameters(), watch=d, log=spy_log, tag="g", lr=1e-3)
+        d_opt = _Spy(d.parameters(), watch=g, log=spy_log, tag="d", lr=1e-3)
+    else:
+        g_opt, d_opt = torch.optim.Adam(g.parameters(), 1e-3), torch.optim.Adam(d.parameters(), 1e-3)
+    ds = RGGANDataset(load_datalist(prepared), num_workers=0, seed=seed)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    trainer = RGGanTrainer(
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        train_data_loader=loader,
+        g_network=g,
+        g_optimizer=g_opt,
+        g_loss_function=GeneratorLoss(erosion=3),
+        d_network=d,
+        d_optimizer=d_opt,
+        d_loss_function=DiscriminatorLoss(),
+        latent_shape=LATENT,
+        **kwargs,
+    )
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    return trainer, outputs
+
+
+def test_iteration_output_and_finite_losses(prepared):
+    trainer, outputs = make_trainer(prepared, batch_size=4)
+    trainer.run()
+    assert trainer.state.iteration == 2  # 6 samples, batch 4, short last batch kept
+    out = outputs[0]
+    assert isinstance(out[GanKeys.GLOSS], float) and isinstance(out[GanKeys.DLOSS], float)
+    assert math.isfinite(out[GanKeys.GLOSS]) and math.isfinite(out[GanKeys.DLOSS])
+    assert out[GanKeys.REALS].shape == (4, 1, S, S) and out[GanKeys.FAKES].shape == (4, 1, S, S)
+    assert out["fake_mask"].shape == (4, 1, S, S) and out["base"].shape == (4, 1, S, S)
+    assert list(out["patient"]) == ["R01-000", "R01-001", "R01-002", "R01-003"]
+    assert set(out["g_terms"]) == {"g_isc", "g_i", "g_is", "g_bg"}
+    assert len(out["d_terms"]) == 12 and all(not t.requires_grad for t in out["d_terms"].values())
+    scalars = loss_scalars(out)
+    assert set(scalars) == {"g_loss", "d_loss", *out["g_terms"], *out["d_terms"]}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in scalars.values())
+    assert math.isclose(sum(scalars[k] for k in out["g_terms"]), scalars["g_loss"], rel_tol=1e-5)
+    assert loss_totals(out) == {"g_loss": out["g_loss"], "d_loss": out["d_loss"]}
+
+
+def test_latents_sized_from_short_last_batch(prepared):
+    trainer, outputs = make_trainer(prepared, batch_size=4)
+    trainer.run()
+    assert [o[GanKeys.LATENTS].shape for o in outputs] == [(4, LATENT), (2, LATENT)]
+    assert outputs[1][GanKeys.FAKES].shape[0] == 2
+
+
+def test_d_step_leaves_g_unchanged_and_vice_versa(prepared):
+    log: list = []
+    trainer, _ = make_trainer(prepared, batch_size=4, spy_log=log, epoch_length=1)
+    g0, d0 = _params(trainer.g_network), _params(trainer.d_network)
+    trainer.run()
+    assert [(tag, when) for tag, when, _, _ in log] == [
+        ("d", "before"),
+        ("d", "after"),
+        ("g", "before"),
+        ("g", "after"),
+    ]
+    # D step: G neither changed nor received gradients (the D loss detaches the fakes)
+    _, _, g_at_d, g_grads_at_d = log[0]
+    assert _same(g_at_d, g0) and _same(log[1][2], g0)
+    assert all(gr is None or not gr.any() for gr in g_grads_at_d)
+    # G step: D's parameters are those D's own step produced
+    d_after_d_step = _params(trainer.d_network)
+    assert _same(log[2][2], d_after_d_step) and _same(log[3][2], d_after_d_step)
+    assert not _same(d_after_d_step, d0)  # D did learn
+    assert not _same(_params(trainer.g_network), g0)  # G did learn
+    assert trainer.g_network.training and trainer.d_network.training
+
+
+def test_d_train_steps_and_update_latents(prepared):
+    trainer, outputs = make_trainer(prepared, batch_size=4, d_train_steps=2, g_update_latents=True, epoch_length=1)
+    trainer.g_network.eval()  # the iteration must switch the networks back to training mode
+    trainer.run()
+    assert trainer.g_network.training
+    assert math.isfinite(outputs[0][GanKeys.DLOSS]) and len(outputs[0]["d_terms"]) == 12
+    assert not trainer.amp and not trainer.g_scaler.is_enabled()  # amp is CUDA-only
+
+
+def test_same_seed_same_losses(prepared):
+    def losses(seed):
+        trainer, outputs = make_trainer(prepared, batch_size=3, epochs=2, seed=seed)
+        trainer.run()
+        return [(o["g_loss"], o["d_loss"]) for o in outputs]
+
+    first = losses(0)
+    assert len(first) == 4
+    assert losses(0) == first
+    assert losses(1) != first
+
+
+def test_prepare_rg_batch_moves_tensors_only():
+    batch = {"image": torch.zeros(2, 1, 4, 4), "patient": ["a", "b"]}
+    out = prepare_rg_batch(batch, torch.device("cpu"))
+    assert out["patient"] == ["a", "b"] and out["image"].device.type == "cpu"
+    with pytest.raises(TypeError, match="dicts"):
+        prepare_rg_batch([torch.zeros(1)], "cpu")
+
+
+def test_amp_code_path_on_cpu_bfloat16(prepared):
+    """amp is CUDA-only in normal use; force it on CPU (bfloat16 autocast + enabled scalers) to run its path."""
+    trainer, outputs = make_trainer(prepared, batch_size=4, epoch_length=1, amp_kwargs={"dtype": torch.bfloat16})
+    trainer.amp = True
+    trainer.g_scaler = torch.amp.GradScaler("cpu")
+    trainer.d_scaler = torch.amp.GradScaler("cpu")
+    g0 = _params(trainer.g_network)
+    trainer.run()
+    out = outputs[0]
+    assert math.isfinite(out["g_loss"]) and math.isfinite(out["d_loss"])
+    assert trainer.g_scaler.get_scale() > 0 and trainer.d_scaler.get_scale() > 0
+    assert not _same(_params(trainer.g_network), g0)

@@ -1,0 +1,154 @@
+"""rggan.handlers on real Ignite engines."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from PIL import Image
+from rggan.handlers import (
+    CheckpointSaver,
+    SampleSaver,
+    TerminateOnNan,
+    TrainingStats,
+    find_latest_checkpoint,
+    make_grid,
+)
+from tensorboardX import SummaryWriter
+
+
+def _engine(losses=None, epoch_length=3):
+    losses = losses or {}
+
+    def step(engine, batch):
+        return {"g_loss": losses.get(engine.state.iteration, 1.0), "d_loss": 0.5}
+
+    return Engine(step), list(range(epoch_length))
+
+
+def test_checkpoint_saver_interval_final_atomic_and_latest(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters())
+    engine, data = _engine()
+    saver = CheckpointSaver(tmp_path / "models", {"trainer": engine, "net": net, "opt": opt}, save_interval=2)
+    saver.attach(engine)
+    assert saver.checkpoint.save_handler._atomic  # temporary file + os.replace
+    engine.run(data, max_epochs=5)
+    names = sorted(os.listdir(tmp_path / "models"))
+    assert names == [
+        "checkpoint_epoch=2_iteration=6.pt",
+        "checkpoint_epoch=4_iteration=12.pt",
+        "checkpoint_epoch=5_iteration=15.pt",
+    ]
+    latest = find_latest_checkpoint(tmp_path / "models")
+    assert latest.endswith("checkpoint_epoch=5_iteration=15.pt")
+    ckpt = torch.load(latest, weights_only=True)
+    assert set(ckpt) == {"trainer", "net", "opt"} and ckpt["trainer"]["iteration"] == 15
+    # the final save coinciding with an interval save is written once
+    engine2, data2 = _engine()
+    CheckpointSaver(tmp_path / "m2", {"trainer": engine2}, save_interval=2).attach(engine2)
+    engine2.run(data2, max_epochs=2)
+    assert os.listdir(tmp_path / "m2") == ["checkpoint_epoch=2_iteration=6.pt"]
+    # unrelated files and other prefixes are ignored; an empty or missing folder has no checkpoint
+    (tmp_path / "models" / "checkpoint_epoch=9_iteration=99.pt.tmp").write_text("x")
+    (tmp_path / "models" / "other_epoch=9_iteration=99.pt").write_text("x")
+    assert find_latest_checkpoint(tmp_path / "models") == latest
+    assert find_latest_checkpoint(tmp_path / "nothing") is None
+    with pytest.raises(ValueError):
+        CheckpointSaver(tmp_path, {"net": net}, save_interval=-1)
+
+
+def test_terminate_on_nan_logs_and_skips_final_checkpoint(tmp_path, caplog):
+    engine, data = _engine({5: float("nan")})
+    TerminateOnNan(output_transform=lambda o: {"g_loss": o["g_loss"], "d_loss": o["d_loss"]}).attach(engine)
+    CheckpointSaver(tmp_path, {"trainer": engine}, save_interval=1).attach(engine)
+    with caplog.at_level(logging.ERROR, logger="rggan.train"):
+        engine.run(data, max_epochs=4)
+    assert engine.state.iteration == 5 and engine.state.diverged
+    assert "training diverged at epoch 2, iteration 5" in caplog.text and "g_loss" in caplog.text
+    assert os.listdir(tmp_path) == ["checkpoint_epoch=1_iteration=3.pt"]  # the last healthy one
+
+
+def test_terminate_on_nan_ignores_finite_values():
+    engine, data = _engine({2: 1e30})
+    TerminateOnNan(output_transform=lambda o: [o["g_loss"], torch.tensor(o["d_loss"])]).attach(engine)
+    engine.run(data, max_epochs=2)
+    assert engine.state.iteration == 6 and not getattr(engine.state, "diverged", False)
+
+
+def test_training_stats_metrics():
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.25)
+    engine, data = _engine()
+    TrainingStats({"g": opt}).attach(engine)
+    engine.run(data, max_epochs=1)
+    m = engine.state.metrics
+    assert m["lr_g"] == 0.25
+    assert {"time_iteration_s", "time_data_s", "time_epoch_s"} <= set(m)
+    assert all(math.isfinite(m[k]) and m[k] >= 0 for k in ("time_iteration_s", "time_data_s", "time_epoch_s"))
+
+
+@dataclass
+class _Out:
+    image: torch.Tensor
+    mask: torch.Tensor
+
+
+class _ToyG(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.calls = []
+
+    def forward(self, rna, z, base):
+        self.calls.append((self.training, torch.is_grad_enabled(), z.clone()))
+        return _Out(image=base * 0 + self.w * 0.5, mask=-torch.ones_like(base))
+
+
+def test_sample_saver_png_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    s = 8
+    data = [
+        {
+            "image": torch.full((1, s, s), -1.0),
+            "mask": torch.zeros(1, s, s),
+            "rna": torch.zeros(3),
+            "bases": torch.zeros(2, s, s),
+        }
+        for _ in range(3)
+    ]
+    g = _ToyG().train()
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    saver = SampleSaver(
+        g, data, tmp_path / "samples", latent_size=5, interval=2, num_samples=2, summary_writer=writer, seed=3
+    )
+    engine, batches = _engine(epoch_length=1)
+    saver.attach(engine)
+    engine.run(batches, max_epochs=3)
+    writer.close()
+    assert sorted(os.listdir(tmp_path / "samples")) == ["samples_epoch=2.png", "samples_epoch=3.png"]
+    img = np.asarray(Image.open(tmp_path / "samples" / "samples_epoch=2.png"))
+    pad = 2
+    assert img.shape == (2 * (s + pad) + pad, 4 * (s + pad) + pad)
+    row = img[pad + s // 2]
+    cols = [row[pad + j * (s + pad) + s // 2] for j in range(4)]  # base | generated | mask | real
+    assert cols == [128, 191, 0, 0]
+    assert len(g.calls) == 2 and all(not train and not grad for train, grad, _ in g.calls)
+    assert torch.equal(g.calls[0][2], g.calls[1][2])  # fixed latents
+    assert g.training  # mode restored
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Images("samples")] == [2, 3]
+
+
+def test_make_grid_range():
+    grid = make_grid([[torch.full((2, 2), -5.0), torch.full((1, 2, 2), 1.0)]], pad=1)
+    assert grid.dtype == np.uint8 and grid.shape == (4, 7)
+    assert grid[1, 1] == 0 and grid[1, 4] == 255 and grid[0, 0] == 255
