@@ -1,0 +1,172 @@
+"""RG-GAN least-squares losses (spec §5).
+
+Discriminator targets (every pair is its own D call, so BatchNorm statistics are per pair as the
+paper trains; ``e`` is the generator's embedding of the *current* sample, always detached here):
+
+============================== ===== === ===
+pair (image, mask, e)           ISC   I   IS
+============================== ===== === ===
+real  (x, s, e)                  1    1   1
+wrong (x_w, s_w, e)              0    1   1
+wrong mask (x, s_w, e)           0    1   0
+fake  (x_hat, s_hat, e)          0    0   0
+============================== ===== === ===
+
+The generator loss runs D **once** on (x_hat, s_hat, e) with ``e`` attached (the encoder learns
+through the ISC head), pushes every head to 1, and adds ``c_bg * mean|x_hat * M - base * M|`` with
+``M = 1[s_hat < 0]`` (detached), optionally eroded on the device.
+
+Each loss returns a dict of 0-d tensors: ``"total"`` plus one key per *weighted* term
+(``total == sum of the terms``). A coefficient of 0 removes its term: the key is absent and, where
+that saves work, nothing is computed (``"total"`` is still a tensor). No ``.item()`` or other host
+synchronisation happens here; targets are made with ``ones_like``/``zeros_like`` on the logits, so a
+short last batch is fine.
+
+The G loss leaves gradients in D's parameters (they are needed to reach G through D): the trainer
+must step only G's optimiser after it, and zero D's gradients before the next D step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rggan.networks import DiscriminatorOutput, GeneratorOutput
+
+__all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask"]
+
+DNet = Callable[[Tensor, Tensor, Tensor], DiscriminatorOutput]
+
+_HEADS = ("isc", "i", "is")
+# pair name -> targets (isc, i, is) of spec §5
+_D_TARGETS = {
+    "real": (1.0, 1.0, 1.0),
+    "wrong": (0.0, 1.0, 1.0),
+    "wrongmask": (0.0, 1.0, 0.0),
+    "fake": (0.0, 0.0, 0.0),
+}
+
+
+def _check_coefficients(**coeffs: float) -> dict[str, float]:
+    for name, c in coeffs.items():
+        if not c >= 0:  # also rejects NaN
+            raise ValueError(f"{name} must be >= 0, got {c}")
+    return {k: float(v) for k, v in coeffs.items()}
+
+
+def _head(out: DiscriminatorOutput, name: str) -> Tensor:
+    return out.is_ if name == "is" else getattr(out, name)
+
+
+def _mse_to(logits: Tensor, target: float) -> Tensor:
+    t = torch.ones_like(logits) if target == 1.0 else torch.zeros_like(logits)
+    return F.mse_loss(logits, t)
+
+
+def background_mask(mask: Tensor, erosion: int = 5) -> Tensor:
+    """Background indicator ``M = 1[mask < 0]`` (detached, float), eroded by a square ``erosion`` kernel.
+
+    The erosion is ``-max_pool2d(-M, erosion, stride 1, padding erosion // 2)``: a pixel stays
+    background only if its whole ``erosion x erosion`` neighbourhood is background, which drops a
+    band of ``erosion // 2`` pixels around the generated nodule. The pool's implicit -inf padding
+    leaves the image border untouched, like OpenCV's default border in the research code.
+    ``erosion`` 0 or 1 disables it.
+    """
+    m = (mask.detach() < 0).to(mask.dtype)
+    if erosion > 1:
+        m = -F.max_pool2d(-m, kernel_size=erosion, stride=1, padding=erosion // 2)
+    return m
+
+
+class DiscriminatorLoss:
+    """Least-squares discriminator loss over the four pairs × three heads (12 terms).
+
+    Args:
+        c_isc, c_i, c_is: coefficients of the ISC, I and IS heads (spec defaults 10, 8, 1).
+
+    Keys of the returned dict: ``"total"`` and ``"d_<pair>_<head>"`` for pair in real, wrong,
+    wrongmask, fake and head in isc, i, is (only those with a non-zero coefficient), each already
+    multiplied by its coefficient.
+    """
+
+    def __init__(self, c_isc: float = 10.0, c_i: float = 8.0, c_is: float = 1.0) -> None:
+        c = _check_coefficients(c_isc=c_isc, c_i=c_i, c_is=c_is)
+        self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
+
+    def __call__(
+        self,
+        d_net: DNet,
+        real_image: Tensor,
+        real_mask: Tensor,
+        wrong_image: Tensor,
+        wrong_mask: Tensor,
+        fake: GeneratorOutput,
+    ) -> dict[str, Tensor]:
+        """Compute the D loss; ``fake`` image, mask and embedding are detached here."""
+        e = fake.embedding.detach()
+        pairs = {
+            "real": (real_image, real_mask),
+            "wrong": (wrong_image, wrong_mask),
+            "wrongmask": (real_image, wrong_mask),
+            "fake": (fake.image.detach(), fake.mask.detach()),
+        }
+        terms: dict[str, Tensor] = {}
+        for pair, (image, mask) in pairs.items():
+            active = [(h, t) for h, t in zip(_HEADS, _D_TARGETS[pair]) if self.coefficients[h] > 0]
+            if not active:
+                continue
+            out = d_net(image, mask, e)  # one call per pair: BN statistics per pair
+            for head, target in active:
+                terms[f"d_{pair}_{head}"] = self.coefficients[head] * _mse_to(_head(out, head), target)
+        total = torch.stack(list(terms.values())).sum() if terms else real_image.new_zeros(())
+        return {"total": total, **terms}
+
+
+class GeneratorLoss:
+    """Least-squares generator loss plus the background-reconstruction term.
+
+    Args:
+        c_isc, c_i, c_is: coefficients of the adversarial heads (10, 8, 1).
+        c_bg: coefficient of the background L1 (100).
+        erosion: side of the square erosion of the background mask (5 as in the research code;
+            0 or 1 = no erosion as in the MONAI prototype). Must be odd when > 1.
+
+    Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"`` (those with a
+    non-zero coefficient), each already multiplied by its coefficient. The background L1 is a mean
+    over all B·S² pixels (pixels outside M count as zeros), not normalised by the area of M, as in
+    the prototype.
+    """
+
+    def __init__(
+        self,
+        c_isc: float = 10.0,
+        c_i: float = 8.0,
+        c_is: float = 1.0,
+        c_bg: float = 100.0,
+        erosion: int = 5,
+    ) -> None:
+        c = _check_coefficients(c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg)
+        self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
+        self.c_bg = c["c_bg"]
+        if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
+            raise ValueError(f"erosion must be an int >= 0, got {erosion!r}")
+        if erosion > 1 and erosion % 2 == 0:
+            raise ValueError(f"erosion must be odd (a centred square kernel) or 0/1 to disable, got {erosion}")
+        self.erosion = erosion
+
+    def __call__(self, d_net: DNet, fake: GeneratorOutput, base: Tensor) -> dict[str, Tensor]:
+        """Compute the G loss for ``fake`` composited on ``base`` (the same base G was given)."""
+        terms: dict[str, Tensor] = {}
+        active = [h for h in _HEADS if self.coefficients[h] > 0]
+        if active:
+            out = d_net(fake.image, fake.mask, fake.embedding)  # the single D forward, e attached
+            for head in active:
+                terms[f"g_{head}"] = self.coefficients[head] * _mse_to(_head(out, head), 1.0)
+        if self.c_bg > 0:
+            m = background_mask(fake.mask, self.erosion)
+            terms["g_bg"] = self.c_bg * (fake.image * m - base * m).abs().mean()
+        total = torch.stack(list(terms.values())).sum() if terms else fake.image.new_zeros(())
+        return {"total": total, **terms}

@@ -1,0 +1,143 @@
+"""RG-GAN discriminator (spec §4): three least-squares heads I, IS and ISC.
+
+With D = ``d_n_feat``, E = ``embed_dim``, S = ``image_size``, k = S/16::
+
+    I-path   image (1 ch)            -> 4 x [Conv s2, no bias] D, 2D, 4D, 8D @ k   (BN on all but the first,
+    IS-path  cat(image, mask) (2 ch) -> same, own weights                          LeakyReLU 0.2 everywhere)
+    ISC      cat(tile(e, k x k), IS features) -> Conv3x3 s1 (8D+E -> 8D, no bias) + BN + LeakyReLU 0.2
+    heads    Conv k x k (8D -> 1, with bias) on ISC / I / IS features -> flattened logits (B,)
+
+No sigmoid (LSGAN), no spectral norm. Each call is its own BatchNorm forward, so callers must keep
+real / wrong / fake pairs in separate calls (as the paper trains) rather than concatenating them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import Tensor, nn
+
+from rggan.networks._sizes import check_positive, resolve_code_kernel
+
+__all__ = ["DiscriminatorOutput", "RGDiscriminator"]
+
+
+@dataclass
+class DiscriminatorOutput:
+    """Logits of the three heads, each (B,).
+
+    Attributes:
+        isc: image-mask-gene match (ISC head).
+        i: image realism (I head).
+        is_: image-mask realism (IS head; ``is`` is a Python keyword).
+    """
+
+    isc: Tensor
+    i: Tensor
+    is_: Tensor
+
+
+def _encoder(in_channels: int, d: int, kernel_size: int) -> nn.Sequential:
+    chans = [in_channels, d, 2 * d, 4 * d, 8 * d]
+    layers = []
+    for n, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
+        layers.append(
+            Convolution(
+                2,
+                c_in,
+                c_out,
+                strides=2,
+                kernel_size=kernel_size,
+                padding=1,
+                act=("leakyrelu", {"negative_slope": 0.2}),
+                norm=None if n == 0 else "batch",
+                bias=False,
+            )
+        )
+    return nn.Sequential(*layers)
+
+
+class RGDiscriminator(nn.Module):
+    """The RG-GAN discriminator: (image, mask, embedding) -> :class:`DiscriminatorOutput`.
+
+    Args:
+        embed_dim: E, width of the generator's gene embedding.
+        d_n_feat: D; the encoders have D, 2D, 4D, 8D channels.
+        image_size: S, a power of two >= 32.
+        code_kernel: k; must equal ``image_size // 16`` (default: derived).
+        kernel_size: 3 (the MONAI prototype, 3x3 s2 p1, about 6.15 M parameters at the defaults) or 4
+            (the original research code, 4x4 s2 p1, about 8.56 M); both halve the size exactly.
+
+    Raises:
+        ValueError: inconsistent sizes or a kernel size other than 3 or 4.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        d_n_feat: int = 64,
+        image_size: int = 128,
+        code_kernel: int | None = None,
+        kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        check_positive(embed_dim=embed_dim, d_n_feat=d_n_feat)
+        if kernel_size not in (3, 4):
+            raise ValueError(
+                f"kernel_size must be 3 (MONAI prototype) or 4 (original research code), got {kernel_size}"
+            )
+        k = resolve_code_kernel(image_size, code_kernel)
+        self.embed_dim = embed_dim
+        self.d_n_feat = d_n_feat
+        self.image_size = image_size
+        self.code_kernel = k
+        self.kernel_size = kernel_size
+
+        d = d_n_feat
+        self.i_path = _encoder(1, d, kernel_size)
+        self.is_path = _encoder(2, d, kernel_size)
+        self.isc_joint = Convolution(
+            2,
+            8 * d + embed_dim,
+            8 * d,
+            kernel_size=3,
+            act=("leakyrelu", {"negative_slope": 0.2}),
+            norm="batch",
+            bias=False,
+        )
+        self.heads = nn.ModuleDict(
+            {
+                name: Convolution(2, 8 * d, 1, kernel_size=k, padding=0, conv_only=True, bias=True)
+                for name in ("isc", "i", "is_")
+            }
+        )
+
+    def forward(self, image: Tensor, mask: Tensor, embedding: Tensor) -> DiscriminatorOutput:
+        """Score a batch.
+
+        Args:
+            image: (B, 1, S, S) CT in [-1, 1].
+            mask: (B, 1, S, S) mask in [-1, 1].
+            embedding: (B, E) gene embedding. It is used as given: the discriminator loss must pass it
+                **detached** (D must not train the generator's encoder), while the generator loss
+                passes it attached so that the encoder learns through the ISC head.
+        """
+        s = self.image_size
+        for name, x in (("image", image), ("mask", mask)):
+            if x.ndim != 4 or tuple(x.shape[1:]) != (1, s, s):
+                raise ValueError(f"{name} must be (B, 1, {s}, {s}), got {tuple(x.shape)}")
+        if embedding.ndim != 2 or embedding.shape[1] != self.embed_dim:
+            raise ValueError(f"embedding must be (B, {self.embed_dim}), got {tuple(embedding.shape)}")
+
+        f_i = self.i_path(image)
+        f_is = self.is_path(torch.cat([image, mask], dim=1))
+        k = self.code_kernel
+        tiled = embedding[:, :, None, None].expand(-1, -1, k, k)
+        f_isc = self.isc_joint(torch.cat([tiled, f_is], dim=1))
+        return DiscriminatorOutput(
+            isc=self.heads["isc"](f_isc).flatten(),
+            i=self.heads["i"](f_i).flatten(),
+            is_=self.heads["is_"](f_is).flatten(),
+        )

@@ -1,0 +1,251 @@
+"""RG-GAN generator (spec §3): gene encoder + MC-GAN synthesis blocks + alpha compositing.
+
+Shapes below use B = batch, G = genes, E = ``embed_dim``, L = ``latent_size``, g = ``g_n_feat``,
+S = ``image_size`` and k = S/16 (``code_kernel``)::
+
+    e       = gene_encoder(rna)                         (B, E)
+    u       = cat(e, z)                                 (B, E+L)
+    F1..F4  = code_projections(u)                       (B, 16g|8g|4g|2g, k, k)
+    B0..B4  = background_encoder(base)                  g@S, 2g@S/2, 4g@S/4, 8g@S/8, 16g@k
+    h, _    = SB1(x=B4, skip=F1, style=F1); Up1         8g @ 2k   (stage-1 roles swapped, spec §3)
+    h, _    = SB2(x=h,  skip=B3, style=F2); Up2         4g @ 4k
+    h, _    = SB3(x=h,  skip=B2, style=F3); Up3         2g @ 8k
+    h, sw   = SB4(x=h,  skip=B1, style=F4); Up4          g @ S
+    f, t    = tanh(Conv3x3(h -> 2))                     foreground, mask channel in [-1, 1]
+    alpha   = (t + 1)/2        (or (tanh t + 1)/2 with ``double_tanh``, the prototype's bug)
+    image   = base * (1 - alpha) + f * alpha
+
+BatchNorm is used throughout (also on the code projections), so training needs batch > 1 and
+single-sample inference needs ``eval()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import Tensor, nn
+
+from rggan.networks._sizes import check_positive, resolve_code_kernel
+
+__all__ = [
+    "GeneratorOutput",
+    "RGGenerator",
+    "GeneEncoder",
+    "CodeProjection",
+    "SynthesisBlock",
+    "adain",
+    "calc_mean_std",
+]
+
+_EPS = 1e-5
+
+
+@dataclass
+class GeneratorOutput:
+    """What :class:`RGGenerator` returns.
+
+    Attributes:
+        embedding: (B, E) gene embedding ``e`` (the learned radiogenomic code). Not detached: the
+            G loss trains the encoder through the discriminator's ISC head; the D loss detaches it.
+        image: (B, 1, S, S) composited CT, ``base * (1 - alpha) + f * alpha``.
+        mask: (B, 1, S, S) mask channel ``t`` in [-1, 1]; > 0 means nodule.
+        switch: (B, 1, S/2, S/2) channel mean of the last synthesis block's switch, i.e. the weight
+            it gives the background skip at S/2 (the prototype's "fg_switch"/"Gene_Impact"; it is
+            not an intensity and not a probability of nodule).
+        alpha: (B, 1, S, S) compositing weight of the generated foreground (1 = generated pixel).
+    """
+
+    embedding: Tensor
+    image: Tensor
+    mask: Tensor
+    switch: Tensor
+    alpha: Tensor
+
+    def detach(self) -> GeneratorOutput:
+        """A copy with every tensor detached from the graph (for samplers, EMA checks, the D step)."""
+        return GeneratorOutput(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+
+
+def calc_mean_std(x: Tensor, eps: float = _EPS) -> tuple[Tensor, Tensor]:
+    """Per-sample, per-channel spatial mean and ``sqrt(unbiased var + eps)`` of (B, C, H, W) ``x``.
+
+    The convention of naoto0804/pytorch-AdaIN ``calc_mean_std`` that the prototype uses. Needs
+    H * W >= 2 (guaranteed: the smallest map is k x k with k >= 2).
+    """
+    flat = x.flatten(2)
+    mean = flat.mean(dim=2)[..., None, None]
+    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()[..., None, None]
+    return mean, std
+
+
+def adain(content: Tensor, style: Tensor, eps: float = _EPS) -> Tensor:
+    """Adaptive instance normalisation: ``(content - mu_c) / sigma_c * sigma_s + mu_s``.
+
+    ``content`` and ``style`` must have the same (B, C); their spatial sizes may differ (the style
+    is always the k x k code map: only its channel statistics matter).
+    """
+    c_mean, c_std = calc_mean_std(content, eps)
+    s_mean, s_std = calc_mean_std(style, eps)
+    return (content - c_mean) / c_std * s_std + s_mean
+
+
+class GeneEncoder(nn.Sequential):
+    """Linear(G -> 4E, no bias) -> LeakyReLU(0.2) -> Linear(4E -> E, no bias)."""
+
+    def __init__(self, num_genes: int, embed_dim: int) -> None:
+        super().__init__(
+            nn.Linear(num_genes, 4 * embed_dim, bias=False),
+            nn.LeakyReLU(0.2),
+            nn.Linear(4 * embed_dim, embed_dim, bias=False),
+        )
+
+
+class CodeProjection(nn.Module):
+    """Linear(E+L -> 2*C*k*k, no bias) -> BatchNorm1d -> GLU(dim=1) -> reshape (B, C, k, k)."""
+
+    def __init__(self, in_features: int, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.kernel = kernel
+        n = channels * kernel * kernel
+        self.fc = nn.Linear(in_features, 2 * n, bias=False)
+        self.bn = nn.BatchNorm1d(2 * n)
+        self.glu = nn.GLU(dim=1)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.glu(self.bn(self.fc(u))).view(-1, self.channels, self.kernel, self.kernel)
+
+
+class SynthesisBlock(nn.Module):
+    """MC-GAN synthesis block with AdaIN (spec §3, reference §3.2).
+
+    ``h = BN(Conv3x3(LeakyReLU_0.02(BN(Conv3x3(x)))))`` with 2C channels, split into content ``f``
+    and switch logits ``m``; ``s = (tanh m + 1) / 2``; ``out = skip * s + AdaIN(f * (1 - s), style)``.
+    Returns ``(out, s)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.convs = nn.Sequential(
+            Convolution(
+                2, c, 2 * c, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.02}), norm="batch", bias=False
+            ),
+            Convolution(2, 2 * c, 2 * c, kernel_size=3, act=None, norm="batch", bias=False),
+        )
+        self.channels = c
+
+    def forward(self, x: Tensor, skip: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.convs(x)
+        f, m = h[:, : self.channels], h[:, self.channels :]
+        s = (torch.tanh(m) + 1) / 2
+        return skip * s + adain(f * (1 - s), style), s
+
+
+def _upsample_block(channels: int) -> nn.Sequential:
+    """nearest x2 -> Conv3x3(C -> C, no bias) -> BN -> GLU(dim=1): C/2 channels at twice the size."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        Convolution(2, channels, channels, kernel_size=3, act=None, norm="batch", bias=False),
+        nn.GLU(dim=1),
+    )
+
+
+class RGGenerator(nn.Module):
+    """The RG-GAN generator: (rna, z, base) -> :class:`GeneratorOutput`.
+
+    Args:
+        num_genes: length G of the (transformed) expression vector; derive it from the data.
+        embed_dim: E, width of the gene embedding (the prototype ignored this flag; here it is used).
+        latent_size: L, size of the noise vector z.
+        g_n_feat: g; channels are 16g, 8g, 4g, 2g, g from the coarsest to the finest scale.
+        code_kernel: k, side of the code maps; must equal ``image_size // 16`` (default: derived).
+        image_size: S, a power of two >= 32.
+        double_tanh: reproduce the prototype's second tanh on the mask channel before compositing
+            (alpha confined to [0.119, 0.881]); default False: alpha = (t + 1)/2 spans [0, 1].
+
+    Differences from the prototype, on purpose: no unused 32-channel code projection (fc0) and no
+    unused image-stage FC; ``embed_dim`` and the input size are honoured. The background encoder's
+    convolutions keep their bias (as in the prototype) although a BatchNorm follows them.
+
+    Raises:
+        ValueError: inconsistent sizes (see :func:`rggan.networks._sizes.resolve_code_kernel`).
+    """
+
+    def __init__(
+        self,
+        num_genes: int,
+        embed_dim: int = 128,
+        latent_size: int = 10,
+        g_n_feat: int = 32,
+        code_kernel: int | None = None,
+        image_size: int = 128,
+        double_tanh: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive(num_genes=num_genes, embed_dim=embed_dim, latent_size=latent_size, g_n_feat=g_n_feat)
+        k = resolve_code_kernel(image_size, code_kernel)
+        self.num_genes = num_genes
+        self.embed_dim = embed_dim
+        self.latent_size = latent_size
+        self.g_n_feat = g_n_feat
+        self.code_kernel = k
+        self.image_size = image_size
+        self.double_tanh = bool(double_tanh)
+
+        g = g_n_feat
+        stage_channels = [16 * g, 8 * g, 4 * g, 2 * g]  # synthesis-block widths, coarse -> fine
+
+        self.gene_encoder = GeneEncoder(num_genes, embed_dim)
+        self.code_projections = nn.ModuleList(CodeProjection(embed_dim + latent_size, c, k) for c in stage_channels)
+
+        enc_channels = [g, 2 * g, 4 * g, 8 * g, 16 * g]  # B0 .. B4
+        enc: list[nn.Module] = [Convolution(2, 1, g, strides=1, kernel_size=3, act=None, norm="batch", bias=True)]
+        for c_in, c_out in zip(enc_channels[:-1], enc_channels[1:]):
+            enc.append(Convolution(2, c_in, c_out, strides=2, kernel_size=3, act=None, norm="batch", bias=True))
+        self.background_encoder = nn.ModuleList(enc)
+
+        self.synthesis_blocks = nn.ModuleList(SynthesisBlock(c) for c in stage_channels)
+        self.upsample_blocks = nn.ModuleList(_upsample_block(c) for c in stage_channels)
+        self.head = nn.Sequential(Convolution(2, g, 2, kernel_size=3, conv_only=True, bias=False), nn.Tanh())
+
+    def forward(self, rna: Tensor, z: Tensor, base: Tensor) -> GeneratorOutput:
+        """Synthesise a nodule for each (rna, z) inside its background patch ``base``.
+
+        Args:
+            rna: (B, G) transformed expression vectors.
+            z: (B, L) noise, normally N(0, I).
+            base: (B, 1, S, S) nodule-free background patch in [-1, 1].
+        """
+        s = self.image_size
+        if rna.ndim != 2 or rna.shape[1] != self.num_genes:
+            raise ValueError(f"rna must be (B, {self.num_genes}), got {tuple(rna.shape)}")
+        if z.ndim != 2 or z.shape[1] != self.latent_size:
+            raise ValueError(f"z must be (B, {self.latent_size}), got {tuple(z.shape)}")
+        if base.ndim != 4 or tuple(base.shape[1:]) != (1, s, s):
+            raise ValueError(f"base must be (B, 1, {s}, {s}), got {tuple(base.shape)}")
+
+        e = self.gene_encoder(rna)
+        u = torch.cat([e, z], dim=1)
+        codes = [proj(u) for proj in self.code_projections]  # 16g@k, 8g@k, 4g@k, 2g@k
+
+        feats = []
+        h = base
+        for block in self.background_encoder:
+            h = block(h)
+            feats.append(h)  # B0 (g@S) .. B4 (16g@k)
+
+        # stage 1: background features through the convs, the code map is skip and style
+        h, switch = self.synthesis_blocks[0](feats[4], codes[0], codes[0])
+        h = self.upsample_blocks[0](h)
+        for j in range(1, 4):
+            h, switch = self.synthesis_blocks[j](h, feats[4 - j], codes[j])
+            h = self.upsample_blocks[j](h)
+
+        out = self.head(h)
+        fg, t = out[:, 0:1], out[:, 1:2]
+        alpha = (torch.tanh(t) + 1) / 2 if self.double_tanh else (t + 1) / 2
+        image = base * (1 - alpha) + fg * alpha
+        return GeneratorOutput(embedding=e, image=image, mask=t, switch=switch.mean(dim=1, keepdim=True), alpha=alpha)

@@ -1,0 +1,414 @@
+"""Tests of rggan.losses: target table, coefficients, gradient routing, background mask, erosion, overfit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from rggan.losses import DiscriminatorLoss, GeneratorLoss, background_mask
+from rggan.networks import DiscriminatorOutput, GeneratorOutput, RGDiscriminator, RGGenerator, init_weights
+
+GENES, E, L, S = 12, 16, 5, 32
+PAIRS = ("real", "wrong", "wrongmask", "fake")
+# spec §5 targets (isc, i, is) per D pair
+TARGETS = {"real": (1, 1, 1), "wrong": (0, 1, 1), "wrongmask": (0, 1, 0), "fake": (0, 0, 0)}
+COEF = {"isc": 10.0, "i": 8.0, "is": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run these small-tensor tests on one intra-op thread.
+
+    On a busy 2-core machine the default two OpenMP threads spin on barriers while the other thread
+    is descheduled: measured 17x slower for the overfit loop (58 s vs 3.4 s for 40 steps).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class StubD(nn.Module):
+    """A discriminator returning one constant logit per head; records what it was called with."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, image, mask, embedding):
+        self.calls.append((image, mask, embedding))
+        logit = self.scale * torch.full((image.shape[0],), self.value)
+        return DiscriminatorOutput(isc=logit, i=logit, is_=logit)
+
+
+def _nets(seed: int = 0):
+    torch.manual_seed(seed)
+    g = RGGenerator(GENES, embed_dim=E, latent_size=L, g_n_feat=4, image_size=S)
+    d = RGDiscriminator(embed_dim=E, d_n_feat=8, image_size=S)
+    g.apply(init_weights)
+    d.apply(init_weights)
+    return g, d
+
+
+def _batch(n: int = 4, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, S, S, generator=gen) * 2 - 1
+    m = torch.where(torch.rand(n, 1, S, S, generator=gen) > 0.7, 1.0, -1.0)
+    perm = torch.roll(torch.arange(n), 1)
+    return {
+        "image": x,
+        "mask": m,
+        "w_image": x[perm],
+        "w_mask": m[perm],
+        "rna": torch.randn(n, GENES, generator=gen),
+        "z": torch.randn(n, L, generator=gen),
+        "base": torch.rand(n, 1, S, S, generator=gen) * 2 - 1,
+    }
+
+
+def _fake(n: int = 4, mask: torch.Tensor | None = None, seed: int = 0) -> GeneratorOutput:
+    gen = torch.Generator().manual_seed(seed)
+    mask = mask if mask is not None else -torch.ones(n, 1, S, S)
+    return GeneratorOutput(
+        embedding=torch.randn(n, E, generator=gen, requires_grad=True),
+        image=(torch.rand(n, 1, S, S, generator=gen) * 2 - 1).requires_grad_(),
+        mask=mask.clone().requires_grad_(),
+        switch=torch.rand(n, 1, S // 2, S // 2, generator=gen),
+        alpha=(mask + 1) / 2,
+    )
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_d_loss_targets_follow_the_table(value):
+    """A D answering `value` everywhere: a term is 0 iff its target equals `value`, else its coefficient."""
+    b, d = _batch(3), StubD(value)
+    out = DiscriminatorLoss()(d, b["image"], b["mask"], b["w_image"], b["w_mask"], _fake(3))
+    assert len(d.calls) == 4  # one D call per pair (BN statistics per pair)
+    assert set(out) == {"total"} | {f"d_{p}_{h}" for p in PAIRS for h in COEF}
+    expected_total = 0.0
+    for pair in PAIRS:
+        for head, target in zip(COEF, TARGETS[pair]):
+            expected = 0.0 if target == value else COEF[head]
+            assert out[f"d_{pair}_{head}"].item() == pytest.approx(expected), (pair, head)
+            expected_total += expected
+    assert out["total"].item() == pytest.approx(expected_total)
+    # the pairs D saw: real (x, s), wrong (x_w, s_w), wrong mask (x, s_w), fake (x_hat, s_hat) detached
+    (x0, m0, _), (x1, m1, _), (x2, m2, _), (x3, m3, _) = d.calls
+    assert x0 is b["image"] and m0 is b["mask"] and x1 is b["w_image"] and m1 is b["w_mask"]
+    assert x2 is b["image"] and m2 is b["w_mask"]
+    assert not x3.requires_grad and not m3.requires_grad
+    assert all(not e.requires_grad for _, _, e in d.calls)  # embedding detached in every call
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_g_loss_targets_and_single_d_call(value):
+    d = StubD(value)
+    fake = _fake(3)
+    out = GeneratorLoss(c_bg=0.0)(d, fake, torch.zeros(3, 1, S, S))
+    assert len(d.calls) == 1
+    image, mask, emb = d.calls[0]
+    assert image is fake.image and mask is fake.mask and emb is fake.embedding  # embedding NOT detached
+    assert set(out) == {"total", "g_isc", "g_i", "g_is"}
+    for head, c in COEF.items():
+        assert out[f"g_{head}"].item() == pytest.approx(0.0 if value == 1.0 else c)
+    assert out["total"].item() == pytest.approx(0.0 if value == 1.0 else 19.0)
+
+
+def test_zero_coefficients_remove_terms_and_work():
+    b, d = _batch(2), StubD(0.5)
+    out = DiscriminatorLoss(c_i=0.0)(d, b["image"], b["mask"], b["w_image"], b["w_mask"], _fake(2))
+    assert not any(k.endswith("_i") for k in out) and "d_real_isc" in out
+    d = StubD(0.5)
+    out = DiscriminatorLoss(c_isc=0.0, c_i=0.0)(d, b["image"], b["mask"], b["w_image"], b["w_mask"], _fake(2))
+    assert set(out) == {"total", "d_real_is", "d_wrong_is", "d_wrongmask_is", "d_fake_is"}
+    d = StubD(0.5)
+    out = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0)(d, _fake(2), torch.zeros(2, 1, S, S))
+    assert d.calls == [] and set(out) == {"total", "g_bg"}  # no D forward for a pure reconstruction loss
+    out = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0, c_bg=0.0)(d, _fake(2), torch.zeros(2, 1, S, S))
+    assert set(out) == {"total"} and isinstance(out["total"], torch.Tensor) and out["total"].item() == 0.0
+    out = DiscriminatorLoss(0.0, 0.0, 0.0)(d, b["image"], b["mask"], b["w_image"], b["w_mask"], _fake(2))
+    assert set(out) == {"total"} and out["total"].item() == 0.0 and d.calls == []
+
+
+def test_total_is_the_sum_of_weighted_terms_with_real_nets():
+    g, d = _nets()
+    b = _batch()
+    fake = g(b["rna"], b["z"], b["base"])
+    for out in (
+        DiscriminatorLoss()(d, b["image"], b["mask"], b["w_image"], b["w_mask"], fake),
+        GeneratorLoss()(d, fake, b["base"]),
+    ):
+        terms = [v for k, v in out.items() if k != "total"]
+        assert all(t.ndim == 0 and torch.isfinite(t) and t > 0 for t in terms)
+        torch.testing.assert_close(out["total"], torch.stack(terms).sum())
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="c_isc"):
+        DiscriminatorLoss(c_isc=-1.0)
+    with pytest.raises(ValueError, match="c_bg"):
+        GeneratorLoss(c_bg=float("nan"))
+    with pytest.raises(ValueError, match="odd"):
+        GeneratorLoss(erosion=4)
+    with pytest.raises(ValueError, match="erosion"):
+        GeneratorLoss(erosion=-1)
+
+
+def test_short_last_batch_targets_come_from_logits():
+    g, d = _nets()
+    b = _batch(3)  # e.g. the short last batch of a loader with batch size 16
+    fake = g(b["rna"], b["z"], b["base"])
+    out = DiscriminatorLoss()(d, b["image"], b["mask"], b["w_image"], b["w_mask"], fake)
+    assert torch.isfinite(out["total"])
+
+
+def test_losses_do_not_sync_with_the_host(monkeypatch):
+    """No .item(), bool(tensor), float(tensor), .tolist() or .numpy() inside either loss."""
+    g, d = _nets()
+    b = _batch()
+    fake = g(b["rna"], b["z"], b["base"])
+    d_loss, g_loss = DiscriminatorLoss(), GeneratorLoss()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host synchronisation inside a loss")
+
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    d_out = d_loss(d, b["image"], b["mask"], b["w_image"], b["w_mask"], fake)
+    g_out = g_loss(d, fake, b["base"])
+    monkeypatch.undo()
+    assert torch.isfinite(d_out["total"]) and torch.isfinite(g_out["total"])
+
+
+def _grads(module: nn.Module) -> list[torch.Tensor | None]:
+    return [p.grad for p in module.parameters()]
+
+
+def test_d_loss_trains_only_the_discriminator():
+    g, d = _nets()
+    b = _batch()
+    fake = g(b["rna"], b["z"], b["base"])
+    DiscriminatorLoss()(d, b["image"], b["mask"], b["w_image"], b["w_mask"], fake)["total"].backward()
+    assert all(gr is None for gr in _grads(g))  # nothing reaches G, its encoder included
+    assert all(gr is not None for gr in _grads(d)) and any(gr.abs().sum() > 0 for gr in _grads(d))
+
+
+def test_g_loss_reaches_the_encoder_through_the_isc_head():
+    """Image and mask detached: the only path to the encoder is the embedding fed to D's ISC head."""
+    g, d = _nets()
+    b = _batch()
+    out = g(b["rna"], b["z"], b["base"])
+    only_embedding = GeneratorOutput(
+        embedding=out.embedding, image=out.image.detach(), mask=out.mask.detach(), switch=out.switch, alpha=out.alpha
+    )
+    GeneratorLoss(c_i=0.0, c_is=0.0, c_bg=0.0)(d, only_embedding, b["base"])["total"].backward()
+    for p in g.gene_encoder.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert all(p.grad is None for p in g.synthesis_blocks.parameters())
+
+
+def test_g_loss_reaches_the_encoder_through_synthesis():
+    """Embedding detached: the encoder still learns through the code maps that shape the image."""
+    g, d = _nets()
+    b = _batch()
+    out = g(b["rna"], b["z"], b["base"])
+    no_embedding = GeneratorOutput(
+        embedding=out.embedding.detach(), image=out.image, mask=out.mask, switch=out.switch, alpha=out.alpha
+    )
+    GeneratorLoss(c_isc=0.0, c_is=0.0, c_bg=0.0)(d, no_embedding, b["base"])["total"].backward()
+    for p in g.gene_encoder.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_full_g_loss_grads_reach_g_and_d():
+    """The full G loss trains every G part; it also leaves grads in D, which the trainer must not step."""
+    g, d = _nets()
+    b = _batch()
+    out = g(b["rna"], b["z"], b["base"])
+    out.embedding.retain_grad()
+    GeneratorLoss()(d, out, b["base"])["total"].backward()
+    assert out.embedding.grad is not None and out.embedding.grad.abs().sum() > 0
+    for part in (g.gene_encoder, g.code_projections, g.background_encoder, g.synthesis_blocks, g.head):
+        assert all(p.grad is not None for p in part.parameters())
+    assert all(gr is not None for gr in _grads(d))
+
+
+def _square_mask(n: int = 2, lo: int = 12, hi: int = 20) -> torch.Tensor:
+    m = -torch.ones(n, 1, S, S)
+    m[..., lo:hi, lo:hi] = 1.0
+    return m
+
+
+def test_background_loss_ignores_pixels_inside_the_generated_mask():
+    mask = _square_mask()
+    fake = _fake(2, mask=mask)
+    base = torch.rand(2, 1, S, S) * 2 - 1
+    loss = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0, erosion=0)
+    ref = loss(None, fake, base)["g_bg"]
+    inside, outside = base.clone(), base.clone()
+    inside[..., 12:20, 12:20] += 0.5
+    outside[..., 2:5, 2:5] += 0.5
+    assert torch.equal(loss(None, fake, inside)["g_bg"], ref)
+    assert not torch.allclose(loss(None, fake, outside)["g_bg"], ref)
+    # value: c_bg * mean over all pixels of |image - base| on the background (not normalised by its area)
+    m = (mask < 0).float()
+    torch.testing.assert_close(ref, 100.0 * ((fake.image - base).abs() * m).mean())
+    # the mask is detached: the background term sends no gradient into the mask channel
+    ref.backward()
+    assert fake.mask.grad is None and fake.image.grad is not None
+
+
+def test_erosion_excludes_a_two_pixel_band():
+    fake = _fake(2, mask=_square_mask())  # nodule rows/cols 12..19
+    base = torch.rand(2, 1, S, S) * 2 - 1
+    eroded = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0, erosion=5)
+    plain = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0, erosion=0)
+    ring2, ring3 = base.clone(), base.clone()
+    ring2[..., 10:22, 10:22] += 0.5  # the nodule plus a 2-px band around it
+    ring2[..., 12:20, 12:20] = base[..., 12:20, 12:20]
+    ring3[..., 9, 9:23] += 0.5  # 3 px from the nodule: still background after erosion
+    assert torch.equal(eroded(None, fake, ring2)["g_bg"], eroded(None, fake, base)["g_bg"])
+    assert not torch.equal(plain(None, fake, ring2)["g_bg"], plain(None, fake, base)["g_bg"])
+    assert not torch.equal(eroded(None, fake, ring3)["g_bg"], eroded(None, fake, base)["g_bg"])
+    m = background_mask(_square_mask(1), erosion=5)[0, 0]
+    assert m[10:22, 10:22].sum() == 0 and m[9, 9:23].eq(1).all() and m.sum() == S * S - 12 * 12
+    # -inf padding of the max-pool: the image border is not eroded (cv2's default border)
+    assert torch.equal(background_mask(-torch.ones(1, 1, S, S), 5), torch.ones(1, 1, S, S))
+    assert torch.equal(background_mask(_square_mask(1), 1), background_mask(_square_mask(1), 0))
+
+
+# --------------------------------------------------------------------------------------------------
+# Training smoke test on the demo data and an overfit test of G + D with these losses.
+
+
+def test_one_training_step_on_demo_samples(demo_samples):
+    """The prepared demo samples (64², genes from the data) go through G, both losses and both steps."""
+    image, mask, base, rna = (demo_samples[k] for k in ("image", "mask", "base", "rna"))
+    n, _, size, _ = image.shape
+    torch.manual_seed(0)
+    g = RGGenerator(rna.shape[1], embed_dim=E, latent_size=L, g_n_feat=4, image_size=size)
+    d = RGDiscriminator(embed_dim=E, d_n_feat=8, image_size=size)
+    g.apply(init_weights)
+    d.apply(init_weights)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-4, betas=(0.5, 0.999)) for m in (g, d))
+    perm = torch.roll(torch.arange(n), 1)
+    fake = g(rna, torch.randn(n, L), base)
+    opt_d.zero_grad()
+    d_out = DiscriminatorLoss()(d, image, mask, image[perm], mask[perm], fake)
+    d_out["total"].backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    g_out = GeneratorLoss()(d, fake, base)
+    g_out["total"].backward()
+    opt_g.step()
+    assert torch.isfinite(d_out["total"]) and torch.isfinite(g_out["total"])
+    assert all(p.grad is not None for p in g.parameters())
+
+
+def _disk_samples(n: int = 8, size: int = 32, genes: int = GENES, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Eight synthetic nodule samples in the prepared-data conventions (intensities and masks in [-1, 1]).
+
+    Each image is lung-like noise (mean -0.8, std 0.1) with a brighter disk (0.1 ± 0.05) of radius 4..11 px,
+    centred within ±2 px of the middle (crops are centred on the nodule); the mask is the disk as ±1; the base
+    is another nodule-free noise patch of the same lung-like distribution; the expression vector is noise whose
+    first gene encodes the radius.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    images, masks, bases, rnas = [], [], [], []
+    for radius in torch.linspace(4, 11, n):
+        cy, cx = size / 2 - 0.5 + torch.randint(-2, 3, (2,), generator=gen).float()
+        disk = (((yy - cy) ** 2 + (xx - cx) ** 2) <= radius**2).float()
+        lung = -0.8 + 0.1 * torch.randn(size, size, generator=gen)
+        images.append(lung * (1 - disk) + (0.1 + 0.05 * torch.randn(size, size, generator=gen)) * disk)
+        masks.append(disk * 2 - 1)
+        bases.append(-0.8 + 0.1 * torch.randn(size, size, generator=gen))
+        rna = torch.randn(genes, generator=gen)
+        rna[0] = (radius - 7.5) / 2.5
+        rnas.append(rna)
+    stack = lambda xs: torch.stack(xs)[:, None]  # noqa: E731
+    return {"image": stack(images), "mask": stack(masks), "base": stack(bases), "rna": torch.stack(rnas)}
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a > 0, b > 0
+    return (a & b).flatten(1).sum(1) / (a | b).flatten(1).sum(1).clamp(min=1)
+
+
+OVERFIT_STEPS = 400
+
+
+def _overfit(seed: int = 0, steps: int = OVERFIT_STEPS) -> tuple[float, float, float, float]:
+    """Train G + D on :func:`_disk_samples`; return (per-pixel BG fall, BG term fall, IoU, seconds)."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    data = _disk_samples()
+    n = data["image"].shape[0]
+    g = RGGenerator(GENES, embed_dim=E, latent_size=L, g_n_feat=4, image_size=S)
+    d = RGDiscriminator(embed_dim=E, d_n_feat=8, image_size=S)
+    g.apply(init_weights)
+    d.apply(init_weights)
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    d_loss, g_loss = DiscriminatorLoss(), GeneratorLoss()
+    z = torch.randn(n, L)
+    perm = torch.roll(torch.arange(n), 1)  # the wrong pair: another sample's image and mask
+    per_pixel, term = [], []
+    for _ in range(steps):
+        fake = g(data["rna"], z, data["base"])
+        opt_d.zero_grad(set_to_none=True)
+        d_loss(d, data["image"], data["mask"], data["image"][perm], data["mask"][perm], fake)["total"].backward()
+        opt_d.step()
+        opt_g.zero_grad(set_to_none=True)  # also drops what the G loss leaves in D: D is not stepped here
+        g_loss(d, fake, data["base"])["total"].backward()
+        opt_g.step()
+        with torch.no_grad():
+            m = (fake.mask < 0).float()
+            err = (fake.image - data["base"]).abs() * m
+            per_pixel.append(err.sum() / m.sum().clamp(min=1))
+            term.append(100.0 * err.mean())
+    g.eval()
+    with torch.no_grad():
+        iou = _iou(g(data["rna"], z, data["base"]).mask, data["mask"]).mean()
+    pixel_fall = (per_pixel[0] / torch.stack(per_pixel[-10:]).mean()).item()
+    term_fall = (term[0] / torch.stack(term[-10:]).mean()).item()
+    seconds = time.perf_counter() - start
+    return pixel_fall, term_fall, iou.item(), seconds
+
+
+@pytest.mark.slow
+def test_gan_overfits_eight_samples():
+    """G + D with the spec's losses (c_isc 10, c_i 8, c_is 1, c_bg 100, erosion 5) on 8 fixed samples.
+
+    Synthetic samples (:func:`_disk_samples`), not ``demo_samples``: the demo's base patches show chest
+    wall and air while its nodule crops are lung only, so there the discriminator rightly rewards painting
+    over the base and the background term cannot fall (measured: 0.6-1.5x in 200 steps). Here bases and
+    real backgrounds share one distribution, so preserving the base is what both losses want.
+
+    Fixed z and base per sample; Adam betas (0.5, 0.999), lr 1e-3 for G and 1e-4 for D (with equal rates
+    D wins outright and G's background barely improves in this few steps), 400 steps, 32², g_n_feat 4,
+    d_n_feat 8. Measured on CPU (torch 2.13, one thread) over seeds 0..4 (the test runs seed 0):
+
+    * background error per generated-background pixel, mean|x̂ - base| over ``mask < 0``, first step vs
+      mean of the last 10: falls 5.8x / 4.4x / 4.9x / 5.8x / 5.4x -> asserted >= 3.5x;
+    * the loss term itself, c_bg·mean(|x̂·M - base·M|) with the un-eroded M (the eroded term starts near 0
+      because the initial mask is sign noise that erosion wipes out): 3.6x / 2.5x / 2.8x / 3.6x / 3.1x
+      -> asserted >= 2x. It falls less than the per-pixel error because M grows from ~50 % to ~80 % of
+      the image;
+    * mean IoU of the generated mask (eval mode) with the real mask: 0.49 / 0.40 / 0.45 / 0.41 / 0.46
+      -> asserted >= 0.30. For scale: an all-nodule mask scores 0.19 and the best single centred disk
+      0.56, so the bound shows a nodule-shaped mask in the right place, not yet a per-patient size.
+
+    Runtime 7-45 s for the 400 steps depending on CPU contention (2-core machine shared with other
+    jobs); it is printed, not asserted, to keep the test free of timing flakiness.
+    """
+    pixel_fall, term_fall, iou, seconds = _overfit(seed=0)
+    print(f"overfit: per-pixel BG fall {pixel_fall:.2f}x, term fall {term_fall:.2f}x, IoU {iou:.3f}, {seconds:.1f} s")
+    assert pixel_fall >= 3.5
+    assert term_fall >= 2.0
+    assert iou >= 0.30
