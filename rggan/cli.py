@@ -1,4 +1,4 @@
-"""The ``rggan`` command line: ``demo-data``, ``prepare``, ``train``, ``info``.
+"""The ``rggan`` command line: ``demo-data``, ``prepare``, ``train``, ``export``, ``info``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad command line, 3 unusable input,
 4 no usable data, 5 unsafe/unwritable output, 130 interrupted.
@@ -75,6 +75,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rggan.export import export_onnx, save_generator_weights
+    from rggan.inference import load_generator
+
+    generator = load_generator(args.checkpoint, key=args.key)
+    out = Path(args.output)
+    weights = save_generator_weights(generator, out / "model.pt")
+    print(f"Generator weights: {weights}")
+    if not args.no_onnx:
+        print(f"ONNX model:        {export_onnx(generator, out / 'model.onnx')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``rggan`` command."""
     parser = argparse.ArgumentParser(prog="rggan", description="Radiogenomic GAN (Xu et al. 2019) on MONAI.")
@@ -114,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d_n_feat", type=int, default=64)
     p.add_argument("--image-size", dest="image_size", type=int, default=128)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="export the EMA generator of a checkpoint (model.pt + ONNX)")
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (models/checkpoint_*.pt) or model.pt")
+    p.add_argument("--output", required=True, help="folder for model.pt and model.onnx")
+    p.add_argument("--key", default="ema_generator", help="checkpoint entry to export (default: ema_generator)")
+    p.add_argument("--no-onnx", action="store_true", help="only write model.pt")
+    p.set_defaults(func=_cmd_export)
 
     # `rggan train ...` is dispatched to rggan.train_cli before parsing (it has its own flag table).
     sub.add_parser("train", help="train with the seed README's flags (runs the MONAI bundle); see `rggan train -h`")
