@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 
 def make_prepared(
@@ -59,13 +58,3 @@ def make_prepared(
     (folder / "datalist.json").write_text(json.dumps(datalist, indent=1))
     return folder
 
-
-@pytest.fixture(autouse=False, scope="module")
-def single_thread():
-    """Run tiny networks on one CPU thread: much faster than several threads on a busy small machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -13,9 +13,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from rggan.handlers import find_latest_checkpoint
 
-from tests._prepared import make_prepared, single_thread  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests._prepared import make_prepared
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 CONFIG_FILES = [str(CONFIGS / "train.yaml"), str(CONFIGS / "demo.yaml")]

@@ -19,9 +19,7 @@ from rggan.data.dataset import (
     sample_datalist,
 )
 from rggan.errors import InputError, NoUsableDataError
-from tests._prepared import make_prepared, single_thread  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests._prepared import make_prepared
 
 
 @pytest.fixture(scope="module")

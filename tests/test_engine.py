@@ -14,9 +14,7 @@ from rggan.data.dataset import RGGANDataset, load_datalist
 from rggan.engine import RGGanTrainer, loss_scalars, loss_totals, prepare_rg_batch
 from rggan.losses import DiscriminatorLoss, GeneratorLoss
 from rggan.networks import RGDiscriminator, RGGenerator, init_weights
-from tests._prepared import make_prepared, single_thread  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests._prepared import make_prepared
 
 S, GENES, LATENT, EMBED = 32, 12, 4, 8
 

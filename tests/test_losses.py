@@ -18,19 +18,6 @@ TARGETS = {"real": (1, 1, 1), "wrong": (0, 1, 1), "wrongmask": (0, 1, 0), "fake"
 COEF = {"isc": 10.0, "i": 8.0, "is": 1.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these small-tensor tests on one intra-op thread.
-
-    On a busy 2-core machine the default two OpenMP threads spin on barriers while the other thread
-    is descheduled: measured 17x slower for the overfit loop (58 s vs 3.4 s for 40 steps).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class StubD(nn.Module):
     """A discriminator returning one constant logit per head; records what it was called with."""
 

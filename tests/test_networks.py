@@ -19,19 +19,6 @@ from rggan.networks.generator import adain, calc_mean_std
 GENES = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these small-tensor tests on one intra-op thread.
-
-    On a busy 2-core machine the default two OpenMP threads spin on barriers while the other thread
-    is descheduled: measured 17x slower for the overfit loop (58 s vs 3.4 s for 40 steps).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _inputs(batch: int, genes: int, latent: int, size: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     rna = torch.randn(batch, genes, generator=g)

@@ -1,0 +1,101 @@
+"""Evaluation workflow (bundle/configs/evaluate.yaml + rggan.evaluation)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from rggan.evaluation import format_metrics, ms_ssim_metric, pairwise_diversity
+from rggan.features import FEATURE_NAMES
+from tests.test_inference import GENES, leftovers, make_setup, workflow
+from tests.test_radiogenomic_map import _truth
+
+
+@pytest.mark.parametrize("size, scales", [(32, 2), (64, 3), (128, 4), (256, 5)])
+def test_ms_ssim_scales_fit_the_image(size, scales):
+    metric, n = ms_ssim_metric(size)
+    assert n == scales
+    x = torch.rand(2, 1, size, size) * 2 - 1
+    assert torch.allclose(metric(x, x).flatten(), torch.ones(2), atol=1e-5)
+
+
+def test_pairwise_diversity():
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    same = pairwise_diversity(torch.cat([x[:1]] * 3), torch.ones(3, 1, 32, 32), ["a", "a", "a"])
+    assert same["ms_ssim"] == pytest.approx(1.0, abs=1e-5) and same["mask_dice"] == 1.0 and same["pairs"] == 3
+    m = -torch.ones(4, 1, 32, 32)
+    m[0, :, :16] = 1
+    m[1, :, 16:] = 1
+    diff = pairwise_diversity(x, m, ["a", "a", "b", "c"])  # one pair only (a, a)
+    assert diff["pairs"] == 1 and diff["mask_dice"] == 0.0 and diff["ms_ssim"] < 0.5
+
+
+def test_evaluate_workflow(tmp_path):
+    setup = make_setup(tmp_path)
+    truth = tmp_path / "demo_truth.json"
+    truth.write_text(json.dumps(_truth(GENES)))
+    out = tmp_path / "eval"
+    wf = workflow(
+        "evaluate.yaml", dataset_dir=str(setup["prepared"]), ckpt_file=str(setup["ckpt"]), output_dir=str(out),
+        num_samples=3, truth_file=str(truth), device="$torch.device('cpu')",
+    )  # fmt: skip
+    wf.run()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["patients"] == 2 and metrics["generated"] == 6
+    assert set(metrics["feature_realism"]) == set(FEATURE_NAMES)
+    w1 = metrics["feature_realism"]["mean_hu"]["w1"]
+    assert w1 is not None and w1 >= 0
+    bp = metrics["background_preservation"]["l1_outside_mask_hu"]
+    assert bp is not None and 0 <= bp <= 1500
+    assert 0 <= metrics["mask_image_consistency"]["empty_mask_fraction"] <= 1
+    assert metrics["diversity"]["pairs"] == 2 * 3 and metrics["diversity"]["ms_ssim_scales"] == 2
+    pr = metrics["planted_recovery"]
+    assert len(pr["synthesis"]) == 5 and pr["main_drivers"]["conventional"]["n_pairs"] == 8
+    text = (out / "metrics.txt").read_text()
+    assert "Wasserstein-1" in text and "main-driver Spearman" in text
+    gen = pd.read_csv(out / "generated_features.csv", index_col=0)
+    assert len(gen) == 6 and "patient" in gen.columns
+    assert not leftovers(tmp_path)
+
+
+def test_format_metrics_handles_nan():
+    m = {
+        "patients": 1, "split": "validation", "samples_per_patient": 1, "generated": 1,
+        "feature_realism": {f: {"unit": "1", "w1": math.nan, "w1_over_sd": math.nan, "generated_mean": 0.0,
+                                "real_mean": 0.0} for f in FEATURE_NAMES},
+        "background_preservation": {"l1_outside_mask_hu": 1.0},
+        "mask_image_consistency": {"empty_mask_fraction": 1.0},
+        "diversity": {"ms_ssim": math.nan, "pairs": 0},
+    }  # fmt: skip
+    assert "nan" in format_metrics(m)
+
+
+def test_evaluation_handler_logs_every_interval(tmp_path):
+    from ignite.engine import Engine
+
+    from rggan.evaluation import EvaluationHandler
+    from rggan.inference import load_generator
+
+    setup = make_setup(tmp_path)
+    g = load_generator(setup["ckpt"], setup["prepared"])
+    g.train()
+
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def add_scalar(self, tag, value, step):
+            self.calls.append((tag, step))
+
+    writer = Writer()
+    handler = EvaluationHandler(g, setup["prepared"], interval=2, num_samples=2, summary_writer=writer)
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    engine.run([0], max_epochs=4)
+    assert [epoch for epoch, _ in handler.history] == [2, 4]
+    assert ("eval/background_l1_hu", 2) in writer.calls
+    assert g.training  # the network's mode is restored

@@ -1,0 +1,221 @@
+"""Radiogenomic maps (rggan.radiogenomic_map): known effects, the Spearman baseline, truth scores, the workflow."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+from rggan.errors import InputError
+from rggan.features import FEATURE_NAMES
+from rggan.radiogenomic_map import (
+    PHENOTYPE_FEATURES,
+    conventional_map,
+    expected_associations,
+    find_truth,
+    heatmap_png,
+    main_driver_agreement,
+    score_against_truth,
+    synthesis_map,
+    top_genes,
+)
+from tests.test_inference import GENES, chain_matches, leftovers, make_setup, workflow
+
+
+class DiskGenerator(torch.nn.Module):
+    """Hand-built "generator": a disk of radius 8 + 2*rna[0] px, brightness base + 0.1*rna[1] inside.
+
+    Genes 2.. have no effect.  So d radius / d gene0 = 2 px, d mean HU / d gene1 = 0.1 * 750 = 75 HU.
+    """
+
+    def __init__(self, size: int = 48) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+        self.register_buffer("rr", ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt())
+
+    def forward(self, rna, z, base):
+        radius = (8.0 + 2.0 * rna[:, 0]).view(-1, 1, 1, 1)
+        # soft edge so the area changes smoothly with the radius (sub-pixel): mask = clamp(radius - r)
+        mask = (radius - self.rr).clamp(-1, 1)
+        image = torch.where(mask > 0, base + 0.1 * rna[:, 1].view(-1, 1, 1, 1), base)
+        return SimpleNamespace(image=image, mask=mask)
+
+
+def _requests(n: int = 6, g: int = 4, size: int = 48):
+    rng = np.random.default_rng(0)
+    return [
+        {"rna": rng.normal(0, 0.5, g).astype(np.float32), "z": np.zeros(2, np.float32),
+         "base": np.full((1, size, size), -0.5, np.float32), "spacing": [1.0, 1.0]}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_synthesis_map_recovers_known_effects():
+    genes = ["RAD", "HU", "NONE1", "NONE2"]
+    res = synthesis_map(DiskGenerator(), _requests(), genes, delta=0.5, batch_size=6)
+    eff = res["effect"]
+    assert list(eff.index) == genes and list(eff.columns) == list(FEATURE_NAMES)
+    # radius: mask > 0 where r < radius: area ~ pi radius^2 -> d eq.radius / d gene ~ 2 (up to pixelation)
+    assert eff.loc["RAD", "equivalent_radius_mm"] == pytest.approx(2.0, abs=0.4)
+    assert eff.loc["HU", "mean_hu"] == pytest.approx(75.0, rel=1e-3)
+    assert eff.loc["HU", "equivalent_radius_mm"] == 0.0
+    for g in ("NONE1", "NONE2"):  # perturbation-free genes: exactly no effect
+        assert np.allclose(eff.loc[g].to_numpy(), 0.0)
+    assert (res["n"].to_numpy() == 6).all()
+    # modules: perturbing RAD and HU together adds both effects
+    mod = synthesis_map(DiskGenerator(), _requests(), genes, modules={"both": ["RAD", "HU"], "none": ["NONE1"]})
+    assert mod["effect"].loc["both", "mean_hu"] == pytest.approx(75.0, rel=1e-3)
+    assert mod["effect"].loc["none"].abs().max() == 0.0
+    with pytest.raises(InputError, match="not model genes: XYZ"):
+        synthesis_map(DiskGenerator(), _requests(), genes, genes=["XYZ"])
+
+
+def test_conventional_map_matches_scipy():
+    rng = np.random.default_rng(3)
+    patients = [f"P{i}" for i in range(15)]
+    expr = pd.DataFrame(rng.normal(size=(15, 3)), index=patients, columns=["A", "B", "C"])
+    feats = pd.DataFrame(rng.normal(size=(15, len(FEATURE_NAMES))), index=patients, columns=list(FEATURE_NAMES))
+    feats["mean_hu"] = expr["A"] * 3 + 0.01 * rng.normal(size=15)
+    res = conventional_map(feats, expr)
+    assert res["rho"].loc["A", "mean_hu"] == pytest.approx(1.0, abs=0.02)
+    for g in ("A", "B"):
+        r = stats.spearmanr(expr[g], feats["std_hu"])
+        assert res["rho"].loc[g, "std_hu"] == pytest.approx(r.statistic)
+        assert res["p"].loc[g, "std_hu"] == pytest.approx(r.pvalue, rel=1e-6)
+
+
+def _truth(genes: list[str]) -> dict:
+    def ph(*drivers):
+        return {"drivers": [{"gene": g, "effect": e} for g, e in drivers]}
+
+    return {
+        "format": "rggan-demo-truth",
+        "genes": genes,
+        "modules": {"m1": genes[:3], "m2": genes[3:6]},
+        "phenotypes": {
+            "radius_mm": ph((genes[0], 1.0), (genes[1], -1.0)),
+            "mean_hu": ph((genes[2], 50.0), (genes[3], -50.0)),
+            "irregularity": ph((genes[4], 0.04), (genes[5], 0.04)),
+            "texture_hu": ph((genes[6], 15.0), (genes[7], 15.0)),
+        },
+    }
+
+
+def test_scores_against_planted_truth():
+    genes = GENES
+    truth = _truth(genes)
+    perfect = pd.DataFrame(0.0, index=genes, columns=list(FEATURE_NAMES))
+    for phen, feats in PHENOTYPE_FEATURES.items():
+        for d in truth["phenotypes"][phen]["drivers"]:
+            for f in feats:
+                perfect.loc[d["gene"], f] = d["effect"]
+    rng = np.random.default_rng(0)
+    noisy = perfect + rng.normal(0, 1e-3, perfect.shape)
+    s = score_against_truth(noisy, truth)
+    assert set(zip(s.phenotype, s.feature)) == {(p, f) for p, fs in PHENOTYPE_FEATURES.items() for f in fs}
+    assert (s.topk_precision == 1.0).all() and (s.sign_accuracy == 1.0).all()
+    assert (s.spearman_drivers > 0.75).all()  # tie-capped at 0.764 (see the docstring)
+    main = main_driver_agreement(noisy, truth)
+    assert main["n_pairs"] == 8 and main["spearman"] > 0.95 and main["sign_accuracy"] == 1.0
+    flipped = score_against_truth(-noisy, truth)
+    assert (flipped.sign_accuracy == 0.0).all() and (flipped.spearman_drivers < -0.75).all()
+    assert main_driver_agreement(-noisy, truth)["spearman"] < -0.95
+    # expected associations: G8 is co-expressed with the radius driver G0, so it inherits its effect
+    rng = np.random.default_rng(1)
+    expr = pd.DataFrame(rng.normal(size=(40, len(genes))), columns=genes)
+    expr["G8"] = expr["G0"] + 0.01 * rng.normal(size=40)
+    exp = expected_associations(truth, expr)
+    assert exp.loc["G8", "radius_mm"] == pytest.approx(exp.loc["G0", "radius_mm"], abs=0.02)
+    assert exp.loc["G0", "radius_mm"] == pytest.approx(1.0, abs=0.3)
+    s2 = score_against_truth(
+        exp.rename(columns={"radius_mm": "equivalent_radius_mm"}).reindex(columns=list(FEATURE_NAMES)).fillna(0.0),
+        truth,
+        expression=expr,
+    )
+    assert s2.loc[s2.feature == "equivalent_radius_mm", "spearman_expected"].item() == pytest.approx(1.0)
+    top = top_genes(noisy, 2)
+    assert {r["gene"] for r in top["mean_hu"]} == {genes[2], genes[3]}
+
+
+def test_heatmap_png_is_labelled(tmp_path):
+    table = pd.DataFrame(np.linspace(-1, 1, 12 * 7).reshape(12, 7), index=GENES, columns=list(FEATURE_NAMES))
+    table.iloc[0, 0] = np.nan
+    path = heatmap_png(table, tmp_path / "h.png", title="test", max_rows=10)
+    with Image.open(path) as img:
+        assert img.mode == "RGB" and img.height > 10 * 20 and img.width > 7 * 70
+
+
+def test_radiogenomic_map_workflow(tmp_path):
+    setup = make_setup(tmp_path)
+    (setup["prepared"] / "demo_truth.json").write_text(json.dumps(_truth(GENES)))
+    assert find_truth(setup["prepared"]) == setup["prepared"] / "demo_truth.json"
+    out = tmp_path / "map"
+    wf = workflow(
+        "radiogenomic_map.yaml", dataset_dir=str(setup["prepared"]), ckpt_file=str(setup["ckpt"]), output_dir=str(out),
+        num_latents=2, progress=False, device="$torch.device('cpu')",
+    )  # fmt: skip
+    wf.run()
+    eff = pd.read_csv(out / "synthesis_map.csv", index_col=0)
+    assert eff.shape == (12, len(FEATURE_NAMES)) and list(eff.index) == GENES
+    rho = pd.read_csv(out / "conventional_map.csv", index_col=0)
+    assert rho.shape == (12, len(FEATURE_NAMES))
+    assert np.nanmax(np.abs(rho.to_numpy())) <= 1.0
+    for name in ("synthesis_map.png", "conventional_map.png"):
+        with Image.open(out / name) as img:
+            assert img.width > 300
+    tops = json.loads((out / "top_genes.json").read_text())
+    assert set(tops) == {"synthesis", "conventional"} and len(tops["synthesis"]["mean_hu"]) == 10
+    scores = json.loads((out / "truth_scores.json").read_text())
+    assert set(scores) == {"synthesis", "conventional"} and len(scores["synthesis"]["pairings"]) == 5
+    assert scores["conventional"]["main_drivers"]["n_pairs"] == 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["patients"] == 8 and summary["num_latents"] == 2 and summary["n_units"] == 12
+    assert not leftovers(tmp_path)
+
+    # a gene the model does not know: clear error, nothing written
+    out2 = tmp_path / "map2"
+    wf = workflow(
+        "radiogenomic_map.yaml", dataset_dir=str(setup["prepared"]), ckpt_file=str(setup["ckpt"]),
+        output_dir=str(out2), genes=["G1", "NOPE"], progress=False, device="$torch.device('cpu')",
+    )  # fmt: skip
+    with pytest.raises(Exception) as err:
+        wf.run()
+    assert chain_matches(err.value, "not model genes: NOPE")
+    assert not out2.exists() and not leftovers(tmp_path)
+
+
+def test_effect_of_a_gene_the_generator_ignores_is_zero(tmp_path):
+    """On a real RGGenerator whose encoder ignores gene 5 (zero input weights) that gene's effect is 0."""
+    from rggan.inference import build_inputs, load_generator
+
+    setup = make_setup(tmp_path)
+    g = load_generator(setup["ckpt"], setup["prepared"])
+    with torch.no_grad():
+        g.gene_encoder[0].weight[:, 5] = 0.0
+    reqs = build_inputs(setup["prepared"], num_genes=12, image_size=32, latent_size=4, num_samples=1, split="all")
+    res = synthesis_map(g, reqs, GENES, genes=["G4", "G5"], delta=1.0)
+    assert np.allclose(res["effect"].loc["G5"].fillna(0).to_numpy(), 0.0)
+    assert not math.isnan(res["effect"].loc["G4", "area_mm2"])
+
+
+def test_find_truth_beside_the_raw_download(tmp_path):
+    raw, prepared = tmp_path / "raw", tmp_path / "prepared"
+    raw.mkdir()
+    prepared.mkdir()
+    assert find_truth(prepared) is None
+    (raw / "demo_truth.json").write_text(json.dumps(_truth(GENES)))
+    (prepared / "report.json").write_text(json.dumps({"input": str(raw)}))
+    assert find_truth(prepared) == raw / "demo_truth.json"
+    with pytest.raises(InputError, match="not a demo truth file"):
+        (tmp_path / "x.json").write_text("{}")
+        from rggan.radiogenomic_map import load_truth
+
+        load_truth(tmp_path / "x.json")
