@@ -57,7 +57,8 @@ class PrepareConfig:
         hu_min: lower HU clip; maps to -1.
         hu_max: upper HU clip; maps to +1.
         lung_hu: HU threshold below which a pixel inside the body counts as lung.
-        min_lung_fraction: minimal fraction of lung pixels in a background patch.
+        min_lung_fraction: minimal fraction of lung pixels in a background patch (halved when no patch
+            qualifies, e.g. for a small lung): the patches should look like the parenchyma around a nodule.
         base_slice_radius: background patches come from slices within this many slices of the nodule slice.
         genes: gene preprocessing (see :class:`rggan.data.rna.GeneTransformConfig`).
     """
@@ -69,7 +70,7 @@ class PrepareConfig:
     hu_min: float = -1000.0
     hu_max: float = 500.0
     lung_hu: float = -400.0
-    min_lung_fraction: float = 0.5
+    min_lung_fraction: float = 0.9
     base_slice_radius: int = 2
     genes: GeneTransformConfig = field(default_factory=GeneTransformConfig)
 
