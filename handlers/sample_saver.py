@@ -16,9 +16,16 @@ from monai.networks import eval_mode
 __all__ = ["SampleSaver", "make_grid"]
 
 
-def make_grid(rows: Sequence[Sequence[torch.Tensor]], pad: int = 2) -> np.ndarray:
-    """(H', W') uint8 grid of 2-D tensors in [-1, 1]; ``rows[i][j]`` is the tile at row i, column j."""
+def make_grid(rows: Sequence[Sequence[torch.Tensor]], pad: int = 2, min_tile: int = 96) -> np.ndarray:
+    """(H', W') uint8 grid of 2-D tensors in [-1, 1]; ``rows[i][j]`` is the tile at row i, column j.
+
+    Tiles smaller than ``min_tile`` pixels are enlarged by an integer factor (nearest neighbour), so small
+    training crops stay readable.
+    """
     tiles = [[t.detach().float().cpu().reshape(t.shape[-2:]) for t in row] for row in rows]
+    factor = max(1, -(-min_tile // max(tiles[0][0].shape)))
+    if factor > 1:
+        tiles = [[t.repeat_interleave(factor, 0).repeat_interleave(factor, 1) for t in row] for row in tiles]
     h, w = tiles[0][0].shape
     n_rows, n_cols = len(tiles), max(len(r) for r in tiles)
     grid = torch.ones(n_rows * (h + pad) + pad, n_cols * (w + pad) + pad)

@@ -136,6 +136,7 @@ def test_sample_saver_png_and_tensorboard(tmp_path):
     assert sorted(os.listdir(tmp_path / "samples")) == ["samples_epoch=2.png", "samples_epoch=3.png"]
     img = np.asarray(Image.open(tmp_path / "samples" / "samples_epoch=2.png"))
     pad = 2
+    s = s * -(-96 // s)  # small tiles are enlarged to >= 96 px
     assert img.shape == (2 * (s + pad) + pad, 4 * (s + pad) + pad)
     row = img[pad + s // 2]
     cols = [row[pad + j * (s + pad) + s // 2] for j in range(4)]  # base | generated | mask | real
@@ -149,6 +150,8 @@ def test_sample_saver_png_and_tensorboard(tmp_path):
 
 
 def test_make_grid_range():
-    grid = make_grid([[torch.full((2, 2), -5.0), torch.full((1, 2, 2), 1.0)]], pad=1)
+    grid = make_grid([[torch.full((2, 2), -5.0), torch.full((1, 2, 2), 1.0)]], pad=1, min_tile=1)
     assert grid.dtype == np.uint8 and grid.shape == (4, 7)
     assert grid[1, 1] == 0 and grid[1, 4] == 255 and grid[0, 0] == 255
+    big = make_grid([[torch.tensor([[-1.0, 1.0], [1.0, -1.0]])]], pad=0, min_tile=5)  # enlarged x3, nearest
+    assert big.shape == (6, 6) and big[:3, :3].max() == 0 and big[:3, 3:].min() == 255
