@@ -37,25 +37,8 @@ def prepared(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def meta_file(tmp_path_factory):
-    """The bundle's metadata.json, or a minimal stand-in while it is not written yet."""
-    if (CONFIGS / "metadata.json").is_file():
-        return str(CONFIGS / "metadata.json")
-    path = tmp_path_factory.mktemp("meta") / "metadata.json"
-    meta = {
-        "version": "0.0.0",
-        "monai_version": "1.6.1",
-        "pytorch_version": "2.13.0",
-        "numpy_version": "2.4.6",
-        "required_packages_version": {},
-        "task": "test",
-        "description": "test",
-        "authors": "test",
-        "copyright": "test",
-        "network_data_format": {"inputs": {}, "outputs": {}},
-    }
-    path.write_text(json.dumps(meta))
-    return str(path)
+def meta_file():
+    return str(CONFIGS / "metadata.json")
 
 
 def run_workflow(meta_file, prepared, output_dir, **override):
@@ -191,3 +174,34 @@ def test_multi_gpu_overlay_with_gloo(meta_file, prepared, tmp_path):
         "model.pt",  # the final EMA generator (bundle convention)
     ]
     assert len(os.listdir(tmp_path / "tensorboard")) == 2  # one file per run, none from rank 1
+
+
+def test_multi_gpu_ranks_see_disjoint_demo_samples(meta_file, prepared_demo, tmp_path):
+    """Two gloo ranks train one epoch on the prepared demo data; their batches hold disjoint patients."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    # test-only overlay: every rank appends the patients of each of its batches to its own file
+    record = tmp_path / "record.yaml"
+    record.write_text(
+        "+initialize:\n"
+        "  - \"$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED, lambda e: "
+        "open(os.path.join(@output_dir, f'seen_rank{dist.get_rank()}.txt'), 'a')"
+        ".write(''.join(p + chr(10) for p in e.state.output['patient'])))\"\n"
+    )
+    files = [*CONFIG_FILES, str(CONFIGS / "multi_gpu_train.yaml"), str(record)]
+    info = json.loads((prepared_demo.output_dir / "datalist.json").read_text())
+    n_train = len(info["training"])
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", "--config_file", str(files), "--meta_file", meta_file,
+        "--dataset_dir", str(prepared_demo.output_dir), "--output_dir", str(tmp_path / "out"), "--epochs", "1",
+        "--image_size", str(info["image_size"]), "--batch_size", "2", "--sample_interval", "0",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seen = [(tmp_path / "out" / f"seen_rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == (n_train // 2) // 2 * 2  # each rank: its half, in full batches
+    assert set(seen[0]).isdisjoint(seen[1])
+    assert set(seen[0]) | set(seen[1]) <= {e["patient"] for e in info["training"]}
+    written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and "seen_rank" not in p.name)
+    assert len([n for n in written if n.startswith("events.out.tfevents")]) == 1  # rank 0 only
+    assert "model.pt" in written
