@@ -91,3 +91,13 @@ def test_every_flag_reaches_the_trainer(tiny_prepared, tmp_path):
     assert get("train#dataset").cache.cache_num == 3  # 6 training patients x 0.5
     assert Path(get("output_dir")) == tmp_path / "out"
     assert get("device") == torch.device("cpu")
+
+
+def test_train_on_an_empty_folder_is_one_clear_error(tmp_path, capsys):
+    from rggan.cli import main
+
+    (tmp_path / "empty").mkdir()
+    argv = ["train", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert "holds no data" in err and "datalist.json" in err and "GSE103584" in err

@@ -144,12 +144,18 @@ def ensure_prepared(
 
     Raises:
         InputError: ``dataset_dir`` does not exist, or was prepared at another image size.
+        NoUsableDataError: ``dataset_dir`` holds no file at all.
     """
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.exists():
         raise InputError(f"dataset folder {dataset_dir} does not exist (set --dataset_dir).")
     if (dataset_dir / DATALIST_NAME).is_file():
         folder = dataset_dir
+    elif not dataset_dir.is_dir() or not any(p.is_file() for p in dataset_dir.rglob("*")):
+        raise NoUsableDataError(
+            f"dataset folder {dataset_dir} holds no data: expected a prepared folder (datalist.json, written by "
+            "`rggan prepare`) or a raw download (the NBIA DICOM tree and GSE103584_R01_NSCLC_RNAseq.txt.gz)."
+        )
     else:
         import dataclasses
 
