@@ -11,9 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ import pandas as pd
 
 from rggan import __version__
 from rggan.errors import InputError, OutputError
+from rggan.io import atomic_write_text
 
 __all__ = ["ZHOU_METAGENES", "RNATable", "read_rna_table", "GeneTransformConfig", "GeneTransform"]
 
@@ -377,17 +376,9 @@ class GeneTransform:
         """
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        tmp = None
         try:
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as fh:
-                tmp = fh.name
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            atomic_write_text(path, text)
         except OSError as exc:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
             raise OutputError(f"cannot write the gene transform to {path}: {exc}") from exc
 
     @classmethod
