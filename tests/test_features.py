@@ -104,3 +104,20 @@ def test_bad_shapes_raise():
         nodule_features(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
     with pytest.raises(ValueError, match="spacing"):
         nodule_features(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), torch.ones(3, 2))
+
+
+def test_main_component_ignores_speckle():
+    from rggan.features import main_component
+
+    yy, xx = _grid(48)
+    disk = (yy - 24) ** 2 + (xx - 24) ** 2 < 8**2
+    mask = torch.where(disk, 1.0, -1.0).float()
+    mask[2:4, 2:4] = 0.5  # a speckle away from the nodule
+    mask[24, 24] = 1.0
+    comp = main_component(mask[None, None])
+    assert torch.equal(comp[0], disk)
+    f_all = nodule_features(torch.zeros(1, 1, 48, 48), mask[None, None], (1.0, 1.0))
+    f_main = nodule_features(torch.zeros(1, 1, 48, 48), mask[None, None], (1.0, 1.0), main_component_only=True)
+    assert f_all["area_mm2"].item() == f_main["area_mm2"].item() + 4
+    assert f_main["compactness"].item() > f_all["compactness"].item()
+    assert not main_component(-torch.ones(1, 1, 8, 8)).any()

@@ -219,3 +219,13 @@ def test_find_truth_beside_the_raw_download(tmp_path):
         from rggan.radiogenomic_map import load_truth
 
         load_truth(tmp_path / "x.json")
+
+
+def test_resolve_truth_arguments(tmp_path):
+    from rggan.radiogenomic_map import resolve_truth
+
+    for off in (None, "None", "null", "false", ""):
+        assert resolve_truth(off, tmp_path) is None
+    assert resolve_truth("auto", tmp_path) is None
+    with pytest.raises(InputError, match="not found"):
+        resolve_truth(tmp_path / "nope.json", tmp_path)
