@@ -43,7 +43,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     )
     config = PrepareConfig(
         image_size=args.image_size, num_bases=args.bases, seed=args.seed, val_fraction=args.val_fraction,
-        genes=gene_config,
+        crop_mm=args.crop_mm, genes=gene_config,
     )  # fmt: skip
     result = prepare_dataset(
         args.input, args.output, config=config, rna_path=args.rna, workers=args.workers, progress=not args.quiet
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=128, help="crop/patch size in pixels (default 128)")
     p.add_argument("--bases", type=int, default=10, help="background patches per patient (default 10)")
     p.add_argument("--seed", type=int, default=12345, help="split and patch-position seed (default 12345)")
+    p.add_argument("--crop-mm", type=float, default=None, help="fixed crop side in mm (default: 2x nodule box)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation patients fraction (default 0.2)")
     p.add_argument("--max-na-fraction", type=float, default=0.0, help="drop genes with more NAs (default 0)")
     p.add_argument("--top-genes", type=int, default=None, help="keep the N most variable genes")

@@ -294,3 +294,24 @@ def test_no_usable_patient_exit_code(small_copy, tmp_path):
             seg.files[0].unlink()
     assert cli_main(["prepare", "--input", str(download), "--output", str(tmp_path / "o"), "--quiet"]) == 4
     assert (tmp_path / "o" / "report.txt").is_file()
+
+
+def test_fixed_field_of_view_crop_keeps_nodule_size_in_pixels(small_copy, tmp_path):
+    download, summary = small_copy
+    config = PrepareConfig(image_size=32, num_bases=4, crop_mm=80.0)
+    result = prepare_dataset(download, tmp_path / "prepared", config=config, workers=1, progress=False)
+    truth = _truth(summary)
+    pixel = truth["spacing_zyx_mm"][1]
+    side = round(80.0 / pixel)
+    areas = []
+    for r in result.patients:
+        if r.status != "included":
+            continue
+        y0, x0, y1, x1 = r.details["crop_box"]
+        assert (y1 - y0, x1 - x0) == (side, side)
+        assert np.allclose(r.details["spacing"], [pixel * side / 32] * 2)
+        mask = np.load(tmp_path / "prepared" / f"samples/{r.patient}/mask.npy")
+        areas.append(((mask > 0).sum(), truth["patients"][r.patient]["measured"]["max_area"]))
+    # with a fixed field of view the nodule's area in the crop follows its real area
+    pixels, real = np.array(areas, float).T
+    assert np.corrcoef(pixels, real)[0, 1] > 0.9

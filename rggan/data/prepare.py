@@ -60,6 +60,9 @@ class PrepareConfig:
         min_lung_fraction: minimal fraction of lung pixels in a background patch (halved when no patch
             qualifies, e.g. for a small lung): the patches should look like the parenchyma around a nodule.
         base_slice_radius: background patches come from slices within this many slices of the nodule slice.
+        crop_mm: crop side in mm (a fixed field of view, so nodule size stays visible in pixels); None: the
+            original research code's ``2 * max(w, h)`` of the tumour's bounding box, which scales every
+            nodule to about the same size in pixels.
         genes: gene preprocessing (see :class:`rggan.data.rna.GeneTransformConfig`).
     """
 
@@ -72,6 +75,7 @@ class PrepareConfig:
     lung_hu: float = -400.0
     min_lung_fraction: float = 0.9
     base_slice_radius: int = 2
+    crop_mm: float | None = None
     genes: GeneTransformConfig = field(default_factory=GeneTransformConfig)
 
     def image_fingerprint(self) -> str:
@@ -220,8 +224,13 @@ class _Job:
 SAMPLE_FILES = ("image.npy", "mask.npy", "bases.npy")
 
 
-def nodule_crop_box(mask2d: np.ndarray) -> tuple[int, int, int, int]:
-    """Square crop around a 2-D mask: side ``2 * max(w, h)`` of its bounding box, centred on the box.
+def nodule_crop_box(mask2d: np.ndarray, side: int | None = None) -> tuple[int, int, int, int]:
+    """Square crop around a 2-D mask, centred on its bounding box.
+
+    Args:
+        mask2d: the tumour mask of one slice.
+        side: crop side in pixels; default ``2 * max(w, h)`` of the bounding box (the original research
+            code's rule). A given side is enlarged when the nodule would not fit.
 
     The square is shifted to lie inside the image and clipped only when the image is smaller than the side.
 
@@ -230,7 +239,8 @@ def nodule_crop_box(mask2d: np.ndarray) -> tuple[int, int, int, int]:
     """
     ys, xs = np.nonzero(mask2d)
     y_lo, y_hi, x_lo, x_hi = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    side = 2 * int(max(y_hi - y_lo, x_hi - x_lo))
+    extent = int(max(y_hi - y_lo, x_hi - x_lo))
+    side = 2 * extent if side is None else max(int(side), extent + 2)
     rows, cols = mask2d.shape
 
     def place(lo: int, hi: int, n: int) -> tuple[int, int]:
@@ -339,7 +349,8 @@ def _extract_patient(job: _Job) -> dict[str, Any]:
         mask |= dicom.read_seg_mask(seg_file, geometry)
     areas = mask.reshape(mask.shape[0], -1).sum(1)
     z = int(np.argmax(areas))
-    y0, x0, y1, x1 = nodule_crop_box(mask[z])
+    side = None if cfg.crop_mm is None else int(round(cfg.crop_mm / min(geometry.pixel_spacing)))
+    y0, x0, y1, x1 = nodule_crop_box(mask[z], side)
     h, w = y1 - y0, x1 - x0
     r = cfg.base_slice_radius
     slices = [z] + [s for d in range(1, r + 1) for s in (z - d, z + d) if 0 <= s < geometry.shape[0]]
