@@ -1,17 +1,22 @@
 """Ignite handlers specific to RG-GAN (installed as ``rggan.handlers``).
 
 Everything else the training bundle uses comes from MONAI (``StatsHandler``, ``TensorBoardStatsHandler``,
-``LrScheduleHandler``, ``CheckpointLoader``) or Ignite (``EMAHandler``, ``ProgressBar``).
+``LrScheduleHandler``, ``CheckpointLoader``) or Ignite (``ProgressBar``; ``EMAHandler``, subclassed by
+:class:`ForeachEMAHandler`).
 
 * :class:`CheckpointSaver` / :func:`find_latest_checkpoint`: atomic, resumable training checkpoints.
+* :class:`ForeachEMAHandler`: ignite's EMAHandler with a one-pass (fused) weight update.
 * :class:`SampleSaver`: fixed-sample image grids (PNG + TensorBoard) from the EMA generator.
 * :class:`TerminateOnNan`: stop on a non-finite loss with a clear message.
 * :class:`TrainingStats`: learning rates and timing as epoch-level metrics.
 """
 
 from rggan.handlers.checkpoint import CheckpointSaver, find_latest_checkpoint
+from rggan.handlers.ema import ForeachEMAHandler
 from rggan.handlers.sample_saver import SampleSaver, make_grid
 from rggan.handlers.terminate_on_nan import TerminateOnNan
 from rggan.handlers.training_stats import TrainingStats
 
-__all__ = ["CheckpointSaver", "find_latest_checkpoint", "SampleSaver", "make_grid", "TerminateOnNan", "TrainingStats"]
+__all__ = [
+    "ForeachEMAHandler",
+    "CheckpointSaver", "find_latest_checkpoint", "SampleSaver", "make_grid", "TerminateOnNan", "TrainingStats"]

@@ -95,6 +95,7 @@ class RGGanTrainer(GanTrainer):
     * ``d_prepare_batch`` defaults to :func:`prepare_rg_batch` (the whole batch dict on the device);
     * ``g_update_latents`` defaults to False: the G step re-uses the fakes the D step saw (as RG-GAN's
       reference code does) instead of running G a second time;
+    * ``optim_set_to_none`` defaults to True (gradients dropped, not zero-filled, before each step);
     * ``amp``: mixed precision (``torch.autocast`` + one ``torch.amp.GradScaler`` per network, kept as
       ``engine.g_scaler`` / ``engine.d_scaler``).  It only takes effect on CUDA; elsewhere it is off.
       ``amp_kwargs`` are passed to ``torch.autocast``.
@@ -106,6 +107,9 @@ class RGGanTrainer(GanTrainer):
     def __init__(self, *args: Any, amp: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("d_prepare_batch", prepare_rg_batch)
         kwargs.setdefault("g_update_latents", False)
+        # every parameter receives a gradient each step, so dropping the gradients instead of zero-filling
+        # ~50 M of them is equivalent for Adam and saves ~9 % of a CPU step (docs/performance.md)
+        kwargs.setdefault("optim_set_to_none", True)
         super().__init__(*args, **kwargs)
         device_type = torch.device(self.state.device).type
         self.amp = bool(amp) and device_type == "cuda"

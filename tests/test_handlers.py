@@ -155,3 +155,28 @@ def test_make_grid_range():
     assert grid[1, 1] == 0 and grid[1, 4] == 255 and grid[0, 0] == 255
     big = make_grid([[torch.tensor([[-1.0, 1.0], [1.0, -1.0]])]], pad=0, min_tile=5)  # enlarged x3, nearest
     assert big.shape == (6, 6) and big[:3, :3].max() == 0 and big[:3, 3:].min() == 255
+
+
+def test_foreach_ema_matches_ignite_ema():
+    from ignite.engine import Engine
+    from ignite.handlers import EMAHandler
+    from rggan.handlers import ForeachEMAHandler
+
+    torch.manual_seed(0)
+    live = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    ours, ref = ForeachEMAHandler(live, momentum=0.1), EMAHandler(live, momentum=0.1)
+
+    def step(engine, batch):
+        with torch.no_grad():
+            for p in live.parameters():
+                p.add_(torch.randn_like(p))
+            live(torch.randn(5, 4))  # moves the BatchNorm running statistics
+        return 0
+
+    engine = Engine(step)
+    ours.attach(engine, name="m_ours")
+    ref.attach(engine, name="m_ref")
+    engine.run(range(5), max_epochs=1)
+    for a, b in zip(ours.ema_model.state_dict().values(), ref.ema_model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(ours.ema_model[0].weight, live[0].weight)
