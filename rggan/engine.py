@@ -10,8 +10,8 @@ Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`
 
 * ``fake = g_inferer(rna, g_network, z, base)``, i.e. ``g_network(rna, z, base)`` -> ``GeneratorOutput``
   (``.embedding .image .mask .switch``);
-* ``d_loss_function(d_network, image, mask, wrong_image, wrong_mask, fake) -> {"total": ..., <term>: ...}``
-  (detaches the fakes itself);
+* ``d_loss_function(d_network, image, mask, wrong_image, wrong_mask, fake, backward=f) -> {"total": ..., ...}``
+  (detaches the fakes itself and calls ``f`` on each pair's loss right after that pair's D call);
 * ``g_loss_function(d_network, fake, base) -> {"total": ..., <term>: ...}``.
 
 ``engine.state.output`` after each iteration (a plain, batched dict)::
@@ -147,9 +147,11 @@ class RGGanTrainer(GanTrainer):
         d_terms: dict[str, torch.Tensor] = {}
         for _ in range(engine.d_train_steps):
             engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-            with self._autocast():
-                d_out = engine.d_loss_function(d_net, image, mask, batch["wrong_image"], batch["wrong_mask"], fake)
-            engine.d_scaler.scale(d_out["total"]).backward()
+            with self._autocast():  # backward per pair: one D graph alive at a time (see DiscriminatorLoss)
+                d_out = engine.d_loss_function(
+                    d_net, image, mask, batch["wrong_image"], batch["wrong_mask"], fake,
+                    backward=lambda loss: engine.d_scaler.scale(loss).backward(),
+                )  # fmt: skip
             engine.d_scaler.step(engine.d_optimizer)
             engine.d_scaler.update()
             d_total = d_total + d_out["total"].detach().float()

@@ -104,8 +104,16 @@ class DiscriminatorLoss:
         wrong_image: Tensor,
         wrong_mask: Tensor,
         fake: GeneratorOutput,
+        backward: Callable[[Tensor], object] | None = None,
     ) -> dict[str, Tensor]:
-        """Compute the D loss; ``fake`` image, mask and embedding are detached here."""
+        """Compute the D loss; ``fake`` image, mask and embedding are detached here.
+
+        Args:
+            backward: when given, called on each pair's loss right after that pair's D call (e.g.
+                ``lambda t: t.backward()``), so only one discriminator graph is alive at a time (~100 MB
+                each at the paper's size). The gradients are the same sum and D still sees four separate
+                calls in the same order; the returned losses are then detached.
+        """
         e = fake.embedding.detach()
         pairs = {
             "real": (real_image, real_mask),
@@ -119,8 +127,14 @@ class DiscriminatorLoss:
             if not active:
                 continue
             out = d_net(image, mask, e)  # one call per pair: BN statistics per pair
-            for head, target in active:
-                terms[f"d_{pair}_{head}"] = self.coefficients[head] * _mse_to(_head(out, head), target)
+            pair_terms = {
+                f"d_{pair}_{head}": self.coefficients[head] * _mse_to(_head(out, head), target)
+                for head, target in active
+            }
+            if backward is not None:
+                backward(torch.stack(list(pair_terms.values())).sum())
+                pair_terms = {k: v.detach() for k, v in pair_terms.items()}
+            terms.update(pair_terms)
         total = torch.stack(list(terms.values())).sum() if terms else real_image.new_zeros(())
         return {"total": total, **terms}
 

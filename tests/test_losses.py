@@ -399,3 +399,23 @@ def test_gan_overfits_eight_samples():
     assert pixel_fall >= 3.5
     assert term_fall >= 2.0
     assert iou >= 0.30
+
+
+def test_d_loss_backward_per_pair_gives_the_same_gradients():
+    torch.manual_seed(0)
+    d = RGDiscriminator(embed_dim=E, d_n_feat=4, image_size=32).apply(init_weights)
+    g = RGGenerator(12, embed_dim=E, latent_size=L, g_n_feat=4, image_size=32).apply(init_weights)
+    x, m, xw, mw, base = (torch.rand(4, 1, 32, 32) * 2 - 1 for _ in range(5))
+    fake = g(torch.randn(4, 12), torch.randn(4, L), base)
+    loss = DiscriminatorLoss()
+    state = {k: v.clone() for k, v in d.state_dict().items()}
+
+    loss(d, x, m, xw, mw, fake)["total"].backward()
+    once = {n: p.grad.clone() for n, p in d.named_parameters()}
+    d.load_state_dict(state)  # same BatchNorm running statistics for the second pass
+    d.zero_grad(set_to_none=True)
+    out = loss(d, x, m, xw, mw, fake, backward=lambda t: t.backward())
+    assert not out["total"].requires_grad
+    for n, p in d.named_parameters():
+        torch.testing.assert_close(p.grad, once[n], rtol=1e-5, atol=1e-6)
+    assert all(p.grad is None for p in g.parameters())  # fakes and embedding stay detached
