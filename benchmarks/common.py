@@ -38,6 +38,22 @@ PAPER = {
 REPO = Path(__file__).resolve().parent.parent
 
 
+def paper_generator(num_genes: int, seed: int = 12345):
+    """The paper-size ``RGGenerator`` with DCGAN init, seeded (shared by the benchmarks)."""
+    import torch
+
+    from rggan.networks import RGGenerator, init_weights
+
+    torch.manual_seed(seed)
+    return RGGenerator(
+        num_genes,
+        embed_dim=PAPER["embed_dim"],
+        latent_size=PAPER["g_ls"],
+        g_n_feat=PAPER["g_n_feat"],
+        image_size=PAPER["image_size"],
+    ).apply(init_weights)
+
+
 def machine_info() -> dict[str, Any]:
     """Where the numbers come from (CPU model, cores, versions, threads, load)."""
     import torch

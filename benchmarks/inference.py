@@ -31,22 +31,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PAPER, machine_info, median, peak_rss_mib, print_table, write_json  # noqa: E402
+from common import PAPER, machine_info, median, paper_generator, peak_rss_mib, print_table, write_json  # noqa: E402
 
 SEED = 12345
 
 
 def build_generator(num_genes: int, channels_last: bool = False) -> torch.nn.Module:
-    from rggan.networks import RGGenerator, init_weights
-
-    torch.manual_seed(SEED)
-    g = RGGenerator(
-        num_genes,
-        embed_dim=PAPER["embed_dim"],
-        latent_size=PAPER["g_ls"],
-        g_n_feat=PAPER["g_n_feat"],
-        image_size=PAPER["image_size"],
-    ).apply(init_weights)
+    g = paper_generator(num_genes, SEED)
     if channels_last:
         g = g.to(memory_format=torch.channels_last)
     return g.eval()

@@ -53,6 +53,7 @@ from common import (  # noqa: E402
     machine_info,
     make_paper_prepared,
     median,
+    paper_generator,
     peak_rss_mib,
     print_table,
     write_json,
@@ -113,16 +114,9 @@ class _Batches:
 def _build(num_genes: int, args: argparse.Namespace) -> tuple:
     import torch
 
-    from rggan.networks import RGDiscriminator, RGGenerator, init_weights
+    from rggan.networks import RGDiscriminator, init_weights
 
-    torch.manual_seed(SEED)
-    g = RGGenerator(
-        num_genes,
-        embed_dim=PAPER["embed_dim"],
-        latent_size=PAPER["g_ls"],
-        g_n_feat=PAPER["g_n_feat"],
-        image_size=PAPER["image_size"],
-    ).apply(init_weights)
+    g = paper_generator(num_genes, SEED)
     d = RGDiscriminator(embed_dim=PAPER["embed_dim"], d_n_feat=PAPER["d_n_feat"], image_size=PAPER["image_size"]).apply(
         init_weights
     )
@@ -157,25 +151,6 @@ def make_bare_step(args: argparse.Namespace, arrays: dict):
     ema_b, live_b = list(ema.buffers()), list(g.buffers())
     decay = 0.999
 
-    from rggan.losses import _D_TARGETS, _HEADS, _head, _mse_to
-
-    def _d_loss_per_pair(d_net, b, fake) -> dict:
-        e = fake.embedding.detach()
-        pairs = {
-            "real": (b["image"], b["mask"]),
-            "wrong": (b["wrong_image"], b["wrong_mask"]),
-            "wrongmask": (b["image"], b["wrong_mask"]),
-            "fake": (fake.image.detach(), fake.mask.detach()),
-        }
-        total = torch.zeros(())
-        for pair, (image, mask) in pairs.items():
-            with _autocast(args):
-                out = d_net(image, mask, e)
-                t = sum(d_loss.coefficients[h] * _mse_to(_head(out, h), tg) for h, tg in zip(_HEADS, _D_TARGETS[pair]))
-            t.backward()
-            total = total + t.detach()
-        return {"total": total}
-
     def step() -> list[float]:
         b = batches()
         z = torch.randn(b["image"].shape[0], PAPER["g_ls"])
@@ -184,7 +159,11 @@ def make_bare_step(args: argparse.Namespace, arrays: dict):
             fake = g_run(b["rna"], z, b["base"])
         d_opt.zero_grad(set_to_none=not args.no_set_to_none)
         if args.d_backward_per_pair:  # same 4 D calls (BN statistics per pair), each pair's graph freed early
-            d_out = _d_loss_per_pair(d_run, b, fake)
+            with _autocast(args):
+                d_out = d_loss(
+                    d_run, b["image"], b["mask"], b["wrong_image"], b["wrong_mask"], fake,
+                    backward=lambda t: t.backward(),
+                )  # fmt: skip
         else:
             with _autocast(args):
                 d_out = d_loss(d_run, b["image"], b["mask"], b["wrong_image"], b["wrong_mask"], fake)
