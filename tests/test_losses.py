@@ -297,108 +297,110 @@ def test_one_training_step_on_demo_samples(demo_samples):
     assert all(p.grad is not None for p in g.parameters())
 
 
-def _disk_samples(n: int = 8, size: int = 32, genes: int = GENES, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Eight synthetic nodule samples in the prepared-data conventions (intensities and masks in [-1, 1]).
-
-    Each image is lung-like noise (mean -0.8, std 0.1) with a brighter disk (0.1 ± 0.05) of radius 4..11 px,
-    centred within ±2 px of the middle (crops are centred on the nodule); the mask is the disk as ±1; the base
-    is another nodule-free noise patch of the same lung-like distribution; the expression vector is noise whose
-    first gene encodes the radius.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    images, masks, bases, rnas = [], [], [], []
-    for radius in torch.linspace(4, 11, n):
-        cy, cx = size / 2 - 0.5 + torch.randint(-2, 3, (2,), generator=gen).float()
-        disk = (((yy - cy) ** 2 + (xx - cx) ** 2) <= radius**2).float()
-        lung = -0.8 + 0.1 * torch.randn(size, size, generator=gen)
-        images.append(lung * (1 - disk) + (0.1 + 0.05 * torch.randn(size, size, generator=gen)) * disk)
-        masks.append(disk * 2 - 1)
-        bases.append(-0.8 + 0.1 * torch.randn(size, size, generator=gen))
-        rna = torch.randn(genes, generator=gen)
-        rna[0] = (radius - 7.5) / 2.5
-        rnas.append(rna)
-    stack = lambda xs: torch.stack(xs)[:, None]  # noqa: E731
-    return {"image": stack(images), "mask": stack(masks), "base": stack(bases), "rna": torch.stack(rnas)}
-
-
 def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a > 0, b > 0
     return (a & b).flatten(1).sum(1) / (a | b).flatten(1).sum(1).clamp(min=1)
 
 
+def _half_size(samples: dict) -> dict[str, torch.Tensor]:
+    """The demo samples at 32² (2x2 mean pooling; the mask re-thresholded to ±1) to keep the test short."""
+    image, base = (torch.nn.functional.avg_pool2d(samples[k], 2) for k in ("image", "base"))
+    mask = torch.where(torch.nn.functional.avg_pool2d(samples["mask"], 2) > 0, 1.0, -1.0)
+    return {"image": image, "mask": mask, "base": base, "rna": samples["rna"]}
+
+
 OVERFIT_STEPS = 400
 
 
-def _overfit(seed: int = 0, steps: int = OVERFIT_STEPS) -> tuple[float, float, float, float]:
-    """Train G + D on :func:`_disk_samples`; return (per-pixel BG fall, BG term fall, IoU, seconds)."""
+def _overfit(data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_STEPS) -> dict[str, float]:
+    """Train G + D with the spec's losses on ``data`` (fixed z and base per sample); return the measurements.
+
+    ``bg_fixed_*`` is the background-reconstruction term, ``c_bg * mean|x̂·M - base·M|``, evaluated every step
+    on one fixed region M = the real mask's background eroded like the loss does, so that steps compare;
+    ``bg_loss_*`` is the loss's own term (M from the generated mask of that step); ``per_pixel_*`` the mean
+    |x̂ - base| over the generated background pixels.
+    """
     start = time.perf_counter()
     torch.manual_seed(seed)
-    data = _disk_samples()
-    n = data["image"].shape[0]
-    g = RGGenerator(GENES, embed_dim=E, latent_size=L, g_n_feat=4, image_size=S)
-    d = RGDiscriminator(embed_dim=E, d_n_feat=8, image_size=S)
-    g.apply(init_weights)
-    d.apply(init_weights)
+    n, genes, size = data["image"].shape[0], data["rna"].shape[1], data["image"].shape[-1]
+    g = RGGenerator(genes, embed_dim=E, latent_size=L, g_n_feat=4, image_size=size).apply(init_weights)
+    d = RGDiscriminator(embed_dim=E, d_n_feat=8, image_size=size).apply(init_weights)
     opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.999))
     d_loss, g_loss = DiscriminatorLoss(), GeneratorLoss()
     z = torch.randn(n, L)
     perm = torch.roll(torch.arange(n), 1)  # the wrong pair: another sample's image and mask
-    per_pixel, term = [], []
+    fixed = background_mask(data["mask"], g_loss.erosion)
+    rows = []
     for _ in range(steps):
         fake = g(data["rna"], z, data["base"])
         opt_d.zero_grad(set_to_none=True)
         d_loss(d, data["image"], data["mask"], data["image"][perm], data["mask"][perm], fake)["total"].backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)  # also drops what the G loss leaves in D: D is not stepped here
-        g_loss(d, fake, data["base"])["total"].backward()
+        out = g_loss(d, fake, data["base"])
+        out["total"].backward()
         opt_g.step()
         with torch.no_grad():
-            m = (fake.mask < 0).float()
-            err = (fake.image - data["base"]).abs() * m
-            per_pixel.append(err.sum() / m.sum().clamp(min=1))
-            term.append(100.0 * err.mean())
+            err = (fake.image - data["base"]).abs()
+            generated_bg = (fake.mask < 0).float()
+            rows.append(
+                torch.stack(
+                    [
+                        g_loss.c_bg * (err * fixed).mean(),
+                        out["g_bg"].detach(),
+                        (err * generated_bg).sum() / generated_bg.sum().clamp(min=1),
+                    ]
+                )
+            )
     g.eval()
     with torch.no_grad():
-        iou = _iou(g(data["rna"], z, data["base"]).mask, data["mask"]).mean()
-    pixel_fall = (per_pixel[0] / torch.stack(per_pixel[-10:]).mean()).item()
-    term_fall = (term[0] / torch.stack(term[-10:]).mean()).item()
-    seconds = time.perf_counter() - start
-    return pixel_fall, term_fall, iou.item(), seconds
+        iou = _iou(g(data["rna"], z, data["base"]).mask, data["mask"]).mean().item()
+    r = torch.stack(rows)
+    first, last = r[0], r[-10:].mean(0)
+    return {
+        "bg_fixed_first": first[0].item(),
+        "bg_fixed_last": last[0].item(),
+        "bg_loss_first": first[1].item(),
+        "bg_loss_peak": r[:, 1].max().item(),
+        "bg_loss_last": last[1].item(),
+        "per_pixel_fall": (first[2] / last[2]).item(),
+        "iou": iou,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 @pytest.mark.slow
-def test_gan_overfits_eight_samples():
-    """G + D with the spec's losses (c_isc 10, c_i 8, c_is 1, c_bg 100, erosion 5) on 8 fixed samples.
+def test_gan_overfits_eight_demo_samples(demo_samples):
+    """G + D with the spec's losses (c_isc 10, c_i 8, c_is 1, c_bg 100, erosion 5) on 8 fixed demo samples.
 
-    Synthetic samples (:func:`_disk_samples`), not ``demo_samples``: the demo's base patches show chest
-    wall and air while its nodule crops are lung only, so there the discriminator rightly rewards painting
-    over the base and the background term cannot fall (measured: 0.6-1.5x in 200 steps). Here bases and
-    real backgrounds share one distribution, so preserving the base is what both losses want.
+    The first eight prepared demo samples (:func:`demo_samples`), pooled to 32²; fixed z and base per
+    sample; Adam betas (0.5, 0.999), lr 1e-3 for G and 1e-4 for D (with equal rates D wins outright in this
+    few steps), 400 steps, g_n_feat 4, d_n_feat 8. Measured on CPU (torch 2.13, one thread) over seeds 0..9
+    (the test runs seed 0), first step vs the mean of the last 10:
 
-    Fixed z and base per sample; Adam betas (0.5, 0.999), lr 1e-3 for G and 1e-4 for D (with equal rates
-    D wins outright and G's background barely improves in this few steps), 400 steps, 32², g_n_feat 4,
-    d_n_feat 8. Measured on CPU (torch 2.13, one thread) over seeds 0..4 (the test runs seed 0):
+    * the background-reconstruction term on a fixed region (the real mask's eroded background) falls
+      8.6x / 6.0x / 7.4x / 5.5x / 6.6x / 6.1x / 6.2x / 5.7x / 7.6x / 7.3x (27 -> ~3.3 at seed 0) -> asserted >= 5x;
+    * the per-pixel error over the generated background falls 6.7x to 8.6x (7.8x at seed 0);
+    * the loss's own term (M from the step's generated mask) is not a usable "fall": at step 0 the mask
+      is sign noise whose eroded background is nearly empty, so the term starts near 0 (0.5) and rises
+      while the mask becomes a nodule; it is printed, not asserted;
+    * mean IoU of the generated mask (eval mode) with the real mask: 0.70 to 0.84 (0.835 at seed 0)
+      -> asserted >= 0.6. For scale: an all-nodule mask scores 0.17; because every crop is twice the
+      nodule's bounding box, one centred disk fits all eight at 0.89, so this shows a nodule-shaped mask
+      in the right place, not yet per-patient shapes.
 
-    * background error per generated-background pixel, mean|x̂ - base| over ``mask < 0``, first step vs
-      mean of the last 10: falls 5.8x / 4.4x / 4.9x / 5.8x / 5.4x -> asserted >= 3.5x;
-    * the loss term itself, c_bg·mean(|x̂·M - base·M|) with the un-eroded M (the eroded term starts near 0
-      because the initial mask is sign noise that erosion wipes out): 3.6x / 2.5x / 2.8x / 3.6x / 3.1x
-      -> asserted >= 2x. It falls less than the per-pixel error because M grows from ~50 % to ~80 % of
-      the image;
-    * mean IoU of the generated mask (eval mode) with the real mask: 0.49 / 0.40 / 0.45 / 0.41 / 0.46
-      -> asserted >= 0.30. For scale: an all-nodule mask scores 0.19 and the best single centred disk
-      0.56, so the bound shows a nodule-shaped mask in the right place, not yet a per-patient size.
-
-    Runtime 7-45 s for the 400 steps depending on CPU contention (2-core machine shared with other
-    jobs); it is printed, not asserted, to keep the test free of timing flakiness.
+    At 64² seeds 3 and 4 did not learn in 400 steps (IoU 0.27), hence 32². Runtime 16 s on a shared
+    2-core machine (printed, not asserted, to keep the test free of timing flakiness).
     """
-    pixel_fall, term_fall, iou, seconds = _overfit(seed=0)
-    print(f"overfit: per-pixel BG fall {pixel_fall:.2f}x, term fall {term_fall:.2f}x, IoU {iou:.3f}, {seconds:.1f} s")
-    assert pixel_fall >= 3.5
-    assert term_fall >= 2.0
-    assert iou >= 0.30
+    m = _overfit(_half_size(demo_samples), seed=0)
+    print(
+        "overfit: background term on the fixed region {bg_fixed_first:.1f} -> {bg_fixed_last:.2f}; loss term "
+        "{bg_loss_first:.2f} (peak {bg_loss_peak:.2f}) -> {bg_loss_last:.2f}; per-pixel fall {per_pixel_fall:.2f}x; "
+        "IoU {iou:.3f}; {seconds:.1f} s".format(**m)
+    )
+    assert m["bg_fixed_first"] >= 5.0 * m["bg_fixed_last"]
+    assert m["iou"] >= 0.6
 
 
 def test_d_loss_backward_per_pair_gives_the_same_gradients():
