@@ -26,9 +26,9 @@ over all timed iterations of all rounds.  FLOPs of one step come from
 ``torch.utils.flop_counter.FlopCounterMode``.  ``--profile`` writes a ``torch.profiler`` op table of
 the product and bare paths.
 
-Options that apply on CPU: ``--channels-last`` (bare, proto and product), ``--amp`` (bf16 autocast;
-bare and proto only: ``RGGanTrainer`` enables AMP only on CUDA), ``--compile`` (``torch.compile`` of
-G and D; bare and proto only).
+Options that apply on CPU: ``--channels-last`` (bare, proto and product), ``--amp`` (bfloat16 autocast;
+the product through the bundle's ``amp: true``), ``--compile`` (``torch.compile`` of G and D; bare and
+proto only).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class _Batches:
         return out
 
 
-def _build(num_genes: int, args: argparse.Namespace) -> tuple:
+def _build(num_genes: int, args: argparse.Namespace, fused: bool) -> tuple:
     import torch
 
     from rggan.networks import RGDiscriminator, init_weights
@@ -122,13 +122,22 @@ def _build(num_genes: int, args: argparse.Namespace) -> tuple:
     )
     if args.channels_last:
         g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-    g_opt = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    d_opt = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    # fused: the bundle's optimiser (bare loop); the prototype built the default Adam
+    g_opt = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.999), fused=fused or None)
+    d_opt = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.999), fused=fused or None)
     import copy
 
     ema = copy.deepcopy(g).requires_grad_(False)
     g_run, d_run = (torch.compile(g), torch.compile(d)) if args.compile else (g, d)
     return g, d, g_run, d_run, g_opt, d_opt, ema
+
+
+def _usage() -> tuple[float, int]:
+    """(system CPU seconds, minor page faults) of this process so far: the cost of fresh memory pages."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_stime, ru.ru_minflt
 
 
 def _autocast(args: argparse.Namespace):
@@ -144,7 +153,7 @@ def make_bare_step(args: argparse.Namespace, arrays: dict):
     from rggan.losses import DiscriminatorLoss, GeneratorLoss
 
     num_genes = arrays["rna"].shape[1]
-    g, d, g_run, d_run, g_opt, d_opt, ema = _build(num_genes, args)
+    g, d, g_run, d_run, g_opt, d_opt, ema = _build(num_genes, args, fused=True)
     batches = _Batches(arrays, PAPER["batch_size"], SEED, args.channels_last)
     d_loss, g_loss = DiscriminatorLoss(), GeneratorLoss(erosion=5)
     ema_p, live_p = list(ema.parameters()), list(g.parameters())
@@ -158,7 +167,7 @@ def make_bare_step(args: argparse.Namespace, arrays: dict):
         with _autocast(args):
             fake = g_run(b["rna"], z, b["base"])
         d_opt.zero_grad(set_to_none=not args.no_set_to_none)
-        if args.d_backward_per_pair:  # same 4 D calls (BN statistics per pair), each pair's graph freed early
+        if not args.d_single_backward:  # as the trainer: 4 D calls (BN statistics per pair), each graph freed early
             with _autocast(args):
                 d_out = d_loss(
                     d_run, b["image"], b["mask"], b["wrong_image"], b["wrong_mask"], fake,
@@ -191,7 +200,7 @@ def make_proto_step(args: argparse.Namespace, arrays: dict):
     from scipy import ndimage
 
     num_genes = arrays["rna"].shape[1]
-    g, d, g_run, d_run, g_opt, d_opt, ema = _build(num_genes, args)
+    g, d, g_run, d_run, g_opt, d_opt, ema = _build(num_genes, args, fused=False)
     batches = _Batches(arrays, PAPER["batch_size"], SEED, args.channels_last)
     c_isc, c_i, c_is, c_bg = 10.0, 8.0, 1.0, 100.0
     kernel = np.ones((5, 5), dtype=bool)
@@ -263,13 +272,16 @@ def run_loop_variant(args: argparse.Namespace, name: str) -> dict:
     torch.manual_seed(SEED)
     for _ in range(args.warmup):
         step()
-    wall, cpu = [], []
+    wall, cpu, sys_s, faults = [], [], [], []
     for _ in range(args.iters):
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, (s0, f0) = time.perf_counter(), time.process_time(), _usage()
         step()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    res: dict[str, Any] = {"variant": name, "step_s": wall, "cpu_s": cpu}
+        s1, f1 = _usage()
+        sys_s.append(s1 - s0)
+        faults.append(f1 - f0)
+    res: dict[str, Any] = {"variant": name, "step_s": wall, "cpu_s": cpu, "sys_s": sys_s, "minflt": faults}
     if args.flops_worker:
         res["flops"] = count_flops(step)
     if args.profile:
@@ -305,6 +317,8 @@ def run_product(args: argparse.Namespace) -> dict:
     }
     if args.workers is not None:
         overrides["num_workers"] = args.workers
+    if args.amp:  # the bundle's own switch: bfloat16 autocast on CPU
+        overrides["amp"] = True
     if args.tuned:  # the configuration changes proposed in docs/performance.md
         # (now the bundle's defaults: RGGanTrainer sets optim_set_to_none, train.yaml uses ForeachEMAHandler)
         overrides["train#trainer#optim_set_to_none"] = True
@@ -329,16 +343,21 @@ def run_product(args: argparse.Namespace) -> dict:
 
         t: dict[str, list] = {"get": [], "got": [], "done": [], "epoch_start": [], "epoch_done": []}
         cpu: list[float] = []
-        state = {"c0": 0.0}
+        sys_s: list[tuple[int, float]] = []
+        faults: list[tuple[int, int]] = []
+        state: dict[str, Any] = {"c0": 0.0, "u0": (0.0, 0)}
 
         def on(name):
             def h(engine):
                 key = engine.state.epoch if name.startswith("epoch") else engine.state.iteration
                 t[name].append((key, time.perf_counter()))
                 if name == "get":
-                    state["c0"] = time.process_time()
+                    state["c0"], state["u0"] = time.process_time(), _usage()
                 elif name == "done":
                     cpu.append((key, time.process_time() - state["c0"]))
+                    (s0, f0), (s1, f1) = state["u0"], _usage()
+                    sys_s.append((key, s1 - s0))
+                    faults.append((key, f1 - f0))
 
             return h
 
@@ -406,6 +425,8 @@ def run_product(args: argparse.Namespace) -> dict:
         "step_s": step,
         "data_wait_s": data,
         "cpu_s": [x for i, x in cpu if i > args.warmup],
+        "sys_s": [x for i, x in sys_s if i > args.warmup],
+        "minflt": [x for i, x in faults if i > args.warmup],
         "epoch_s": [b - a for a, b in zip(es, ed)],
         "epoch_length": trainer.state.epoch_length,
         "num_workers": parser.get_parsed_content("num_workers"),
@@ -445,6 +466,8 @@ def _summarise(name: str, runs: list[dict], batch: int) -> dict:
         "per_round_median_s": [median(r["step_s"]) for r in runs],
         "samples_per_s": batch / median(step) if step else None,
         "cpu_s_median": median(cpu),
+        "sys_s_median": median([x for r in runs for x in r.get("sys_s", [])]),
+        "minflt_median": median([x for r in runs for x in r.get("minflt", [])]),
         "peak_rss_mib": max(r["peak_rss_mib"]["self"] for r in runs),
         "peak_rss_child_mib": max(r["peak_rss_mib"]["largest_child"] for r in runs),
     }
@@ -483,7 +506,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each variant (0: torch default)")
     p.add_argument("--channels-last", action="store_true", help="networks and batches in channels_last")
     p.add_argument(
-        "--amp", action="store_true", help="bf16 autocast on CPU (bare/proto; the trainer's amp is CUDA-only)"
+        "--amp", action="store_true", help="bfloat16 autocast on CPU (product: the bundle's amp=true)"
     )
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (bare/proto)")
     p.add_argument(
@@ -492,9 +515,9 @@ def main() -> None:
         help="bare: zero_grad(set_to_none=False), as GanTrainer's default optim_set_to_none=False",
     )
     p.add_argument(
-        "--d-backward-per-pair",
+        "--d-single-backward",
         action="store_true",
-        help="bare: backward after each of the 4 D calls of the D loss (same grads, lower peak memory)",
+        help="bare: one backward of the summed D loss (before the trainer's per-pair backward; more memory)",
     )
     p.add_argument(
         "--paired",
@@ -547,7 +570,7 @@ def main() -> None:
                     "amp",
                     "compile",
                     "no_set_to_none",
-                    "d_backward_per_pair",
+                    "d_single_backward",
                     "paired",
                     "tuned",
                     "persistent_workers",
@@ -610,12 +633,27 @@ def main() -> None:
                 s["samples_per_s"],
                 s["step_s_median"],
                 s["cpu_s_median"],
+                s["sys_s_median"],
+                s["minflt_median"],
                 s["achieved_gflops"],
                 s["peak_rss_mib"],
                 s["n_timed"],
             ]
         )
-    print_table(rows, ["variant", "samples/s", "median step (s)", "CPU s/step", "GFLOP/s", "peak RSS (MiB)", "n"])
+    print_table(
+        rows,
+        [
+            "variant",
+            "samples/s",
+            "median step (s)",
+            "CPU s/step",
+            "sys s/step",
+            "minor faults/step",
+            "GFLOP/s",
+            "peak RSS (MiB)",
+            "n",
+        ],
+    )
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
     if "product" in summary:

@@ -4,7 +4,7 @@ MONAI's ``GanTrainer`` feeds G only random latents and gives the losses only the
 reals).  RG-GAN's generator needs the batch (gene expression ``rna``, background patch ``base``) and
 its losses need the discriminator plus real, "wrong" and fake image/mask pairs.
 :class:`RGGanTrainer` keeps GanTrainer's constructor, state and handler machinery and overrides
-only ``_iteration`` (plus an ``amp`` flag).
+only ``_iteration`` (plus an ``amp`` flag: float16 autocast on CUDA, bfloat16 on CPU).
 
 Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`rggan.losses`):
 
@@ -96,9 +96,11 @@ class RGGanTrainer(GanTrainer):
     * ``g_update_latents`` defaults to False: the G step re-uses the fakes the D step saw (as RG-GAN's
       reference code does) instead of running G a second time;
     * ``optim_set_to_none`` defaults to True (gradients dropped, not zero-filled, before each step);
-    * ``amp``: mixed precision (``torch.autocast`` + one ``torch.amp.GradScaler`` per network, kept as
-      ``engine.g_scaler`` / ``engine.d_scaler``).  It only takes effect on CUDA; elsewhere it is off.
-      ``amp_kwargs`` are passed to ``torch.autocast``.
+    * ``amp``: mixed precision with ``torch.autocast`` on the trainer's device: float16 on CUDA, with
+      one ``torch.amp.GradScaler`` per network (``engine.g_scaler`` / ``engine.d_scaler``), and
+      bfloat16 on other devices (CPU), where no loss scaling is needed and the scalers stay disabled.
+      ``amp_kwargs`` are passed to ``torch.autocast``; ``amp_kwargs={"dtype": torch.bfloat16}`` selects
+      bfloat16 on CUDA too (scalers then disabled as well).
 
     Each iteration: the latents are sized from the real batch (a short last batch is fine), G makes
     one batch of fakes, D takes ``d_train_steps`` steps on it, then G takes one step.
@@ -112,13 +114,17 @@ class RGGanTrainer(GanTrainer):
         kwargs.setdefault("optim_set_to_none", True)
         super().__init__(*args, **kwargs)
         device_type = torch.device(self.state.device).type
-        self.amp = bool(amp) and device_type == "cuda"
-        self.g_scaler = torch.amp.GradScaler(device_type, enabled=self.amp)
-        self.d_scaler = torch.amp.GradScaler(device_type, enabled=self.amp)
+        self.amp = bool(amp)
+        default_dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+        self.amp_dtype: torch.dtype = (self.amp_kwargs or {}).get("dtype", default_dtype)
+        scaling = self.amp and self.amp_dtype == torch.float16  # bfloat16 has float32's range: no scaling
+        self.g_scaler = torch.amp.GradScaler(device_type, enabled=scaling)
+        self.d_scaler = torch.amp.GradScaler(device_type, enabled=scaling)
 
     def _autocast(self) -> torch.autocast:
         device_type = torch.device(self.state.device).type
-        return torch.autocast(device_type, enabled=self.amp, **(self.amp_kwargs or {}))
+        kwargs = {**(self.amp_kwargs or {}), "dtype": self.amp_dtype}
+        return torch.autocast(device_type, enabled=self.amp, **kwargs)
 
     def _latents(self, engine: RGGanTrainer, num: int) -> torch.Tensor:
         return engine.g_prepare_batch(

@@ -131,7 +131,7 @@ def test_d_train_steps_and_update_latents(prepared):
     trainer.run()
     assert trainer.g_network.training
     assert math.isfinite(outputs[0][GanKeys.DLOSS]) and len(outputs[0]["d_terms"]) == 12
-    assert not trainer.amp and not trainer.g_scaler.is_enabled()  # amp is CUDA-only
+    assert not trainer.amp and not trainer.g_scaler.is_enabled()  # amp is off by default
 
 
 def test_same_seed_same_losses(prepared):
@@ -154,15 +154,38 @@ def test_prepare_rg_batch_moves_tensors_only():
         prepare_rg_batch([torch.zeros(1)], "cpu")
 
 
-def test_amp_code_path_on_cpu_bfloat16(prepared):
-    """amp is CUDA-only in normal use; force it on CPU (bfloat16 autocast + enabled scalers) to run its path."""
-    trainer, outputs = make_trainer(prepared, batch_size=4, epoch_length=1, amp_kwargs={"dtype": torch.bfloat16})
-    trainer.amp = True
-    trainer.g_scaler = torch.amp.GradScaler("cpu")
-    trainer.d_scaler = torch.amp.GradScaler("cpu")
-    g0 = _params(trainer.g_network)
+def test_amp_on_cpu_is_bfloat16_autocast_without_scaling(prepared):
+    """``amp=True`` on CPU: G and D run under bfloat16 autocast, no loss scaling, both networks learn."""
+    trainer, outputs = make_trainer(prepared, batch_size=4, epoch_length=1, amp=True)
+    assert trainer.amp and trainer.amp_dtype == torch.bfloat16
+    assert not trainer.g_scaler.is_enabled() and not trainer.d_scaler.is_enabled()
+    seen: dict[str, set] = {"g": set(), "d": set()}
+    convs = {"g": trainer.g_network.head[0], "d": trainer.d_network.heads["isc"]}
+    for key, module in convs.items():
+        module.register_forward_hook(lambda m, i, o, key=key: seen[key].add(o.dtype))
+    g0, d0 = _params(trainer.g_network), _params(trainer.d_network)
     trainer.run()
+    assert seen == {"g": {torch.bfloat16}, "d": {torch.bfloat16}}
     out = outputs[0]
     assert math.isfinite(out["g_loss"]) and math.isfinite(out["d_loss"])
-    assert trainer.g_scaler.get_scale() > 0 and trainer.d_scaler.get_scale() > 0
+    assert all(p.dtype == torch.float32 for p in trainer.g_network.parameters())  # weights stay float32
+    assert not _same(_params(trainer.g_network), g0) and not _same(_params(trainer.d_network), d0)
+
+
+def test_amp_float16_path_with_gradient_scaling(prepared):
+    """The CUDA recipe (float16 autocast + one GradScaler per network), run on CPU by asking for float16.
+
+    With GradScaler's initial scale (65536) the float16 gradients of these tiny networks overflow, so the
+    first steps are skipped (weights unchanged) and the scale halves each time until the steps go through
+    (measured: scale 16 and the first applied G step at iteration 13).
+    """
+    trainer, outputs = make_trainer(
+        prepared, batch_size=4, epoch_length=1, epochs=16, amp=True, amp_kwargs={"dtype": torch.float16}
+    )
+    assert trainer.amp_dtype == torch.float16
+    assert trainer.g_scaler.is_enabled() and trainer.d_scaler.is_enabled()
+    g0 = _params(trainer.g_network)
+    trainer.run()
+    assert all(math.isfinite(o["g_loss"]) and math.isfinite(o["d_loss"]) for o in outputs)
+    assert 0 < trainer.g_scaler.get_scale() < 65536 and 0 < trainer.d_scaler.get_scale() < 65536
     assert not _same(_params(trainer.g_network), g0)

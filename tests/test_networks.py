@@ -14,7 +14,7 @@ from rggan.networks import (
     init_weights,
     parameter_table,
 )
-from rggan.networks.generator import adain, calc_mean_std
+from rggan.networks.generator import SynthesisBlock, adain, calc_mean_std
 
 GENES = 12
 
@@ -204,6 +204,47 @@ def test_synthesis_switch_routes_skip():
     assert torch.equal(s, torch.ones_like(s))
     # AdaIN of an all-zero content is the style mean (plus 0 * std): out = skip + style mean
     torch.testing.assert_close(out, skip + style.mean(dim=(2, 3), keepdim=True))
+
+
+def _saved_bytes(fn):
+    """Run ``fn`` and return (its result, bytes of the distinct storages autograd saved for backward)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+def test_synthesis_block_recomputes_its_elementwise_part_exactly():
+    """Training mode recomputes switch + AdaIN in backward: same outputs and gradients, far less kept."""
+    torch.manual_seed(0)
+    block = SynthesisBlock(8).apply(init_weights).train()
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    inputs = [torch.randn(4, 8, 16, 16, requires_grad=True) for _ in range(3)]  # x, skip, style
+
+    def run(forward):
+        block.load_state_dict(state)  # same BatchNorm running statistics for both runs
+        block.zero_grad(set_to_none=True)
+        for t in inputs:
+            t.grad = None
+        (out, s), saved = _saved_bytes(lambda: forward(*inputs))
+        (out.square().sum() + s.sum()).backward()
+        grads = [t.grad.clone() for t in inputs] + [p.grad.clone() for p in block.parameters()]
+        return out.detach(), s.detach(), grads, saved, [b.clone() for b in block.buffers()]
+
+    plain = run(lambda x, skip, style: block._mix(block.convs(x), skip, style))
+    recomputed = run(block)
+    assert torch.equal(plain[0], recomputed[0]) and torch.equal(plain[1], recomputed[1])
+    assert all(torch.equal(a, b) for a, b in zip(plain[2], recomputed[2]))
+    assert all(torch.equal(a, b) for a, b in zip(plain[4], recomputed[4]))  # BN statistics updated once
+    assert recomputed[3] < 0.7 * plain[3], (recomputed[3], plain[3])  # measured 0.66: the convs keep theirs
+    block.eval()  # no recomputation outside training (export, inference): same values
+    with torch.no_grad():
+        torch.testing.assert_close(block(*inputs)[0], block._mix(block.convs(inputs[0]), *inputs[1:])[0])
 
 
 def test_same_seed_same_outputs():

@@ -51,7 +51,7 @@ def _encoder(in_channels: int, d: int, kernel_size: int) -> nn.Sequential:
                 strides=2,
                 kernel_size=kernel_size,
                 padding=1,
-                act=("leakyrelu", {"negative_slope": 0.2}),
+                act=("leakyrelu", {"negative_slope": 0.2, "inplace": True}),
                 norm=None if n == 0 else "batch",
                 bias=False,
             )
@@ -103,7 +103,7 @@ class RGDiscriminator(nn.Module):
             8 * d + embed_dim,
             8 * d,
             kernel_size=3,
-            act=("leakyrelu", {"negative_slope": 0.2}),
+            act=("leakyrelu", {"negative_slope": 0.2, "inplace": True}),
             norm="batch",
             bias=False,
         )

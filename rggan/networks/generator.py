@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from rggan.networks._sizes import check_positive, resolve_code_kernel
 
@@ -124,6 +125,10 @@ class SynthesisBlock(nn.Module):
     ``h = BN(Conv3x3(LeakyReLU_0.02(BN(Conv3x3(x)))))`` with 2C channels, split into content ``f``
     and switch logits ``m``; ``s = (tanh m + 1) / 2``; ``out = skip * s + AdaIN(f * (1 - s), style)``.
     Returns ``(out, s)``.
+
+    Memory: in training mode with autograd on, the element-wise switch/AdaIN part is recomputed in the backward pass
+    (``torch.utils.checkpoint``) instead of keeping its ~10 full-size intermediates; it holds no
+    BatchNorm or randomness, so values and gradients are unchanged. The LeakyReLU works in place.
     """
 
     def __init__(self, channels: int) -> None:
@@ -131,17 +136,28 @@ class SynthesisBlock(nn.Module):
         c = channels
         self.convs = nn.Sequential(
             Convolution(
-                2, c, 2 * c, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.02}), norm="batch", bias=False
+                2,
+                c,
+                2 * c,
+                kernel_size=3,
+                act=("leakyrelu", {"negative_slope": 0.02, "inplace": True}),
+                norm="batch",
+                bias=False,
             ),
             Convolution(2, 2 * c, 2 * c, kernel_size=3, act=None, norm="batch", bias=False),
         )
         self.channels = c
 
-    def forward(self, x: Tensor, skip: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.convs(x)
+    def _mix(self, h: Tensor, skip: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
         f, m = h[:, : self.channels], h[:, self.channels :]
         s = (torch.tanh(m) + 1) / 2
         return skip * s + adain(f * (1 - s), style), s
+
+    def forward(self, x: Tensor, skip: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.convs(x)
+        if self.training and torch.is_grad_enabled() and (h.requires_grad or skip.requires_grad or style.requires_grad):
+            return checkpoint(self._mix, h, skip, style, use_reentrant=False)
+        return self._mix(h, skip, style)
 
 
 def _upsample_block(channels: int) -> nn.Sequential:
