@@ -12,13 +12,16 @@ Variants (same machine, same data, same seed, same networks at the paper's sizes
   SampleSaver), then the ``run`` section's EMAHandler, CheckpointSaver, ProgressBar.
   An iteration is timed from Ignite's ``GET_BATCH_STARTED`` to the end of the last
   ``ITERATION_COMPLETED`` handler, so it includes waiting for data and all per-iteration handlers.
-* ``bare`` (b): the same ``RGGenerator``/``RGDiscriminator``/``rggan.losses``/Adam/EMA in a plain
-  loop over in-memory tensors (no Ignite, no MONAI engine or data pipeline).
-* ``proto`` (c): a re-creation of the prototype's step (reference_prototype.md §5-§6, §9): the G
-  loss runs D twice on the fakes (the first result unused, V2), the background mask is eroded on
-  the host per sample (``.cpu().numpy()`` + a 5x5 ``scipy.ndimage.binary_erosion`` with cv2's default
-  border, V0/V1), labels are allocated per step, the losses are ``.item()``-ed for logging and the EMA
-  is the V1 per-parameter loop (parameters only).
+* ``bare`` (b): the same ``RGGenerator``/``RGDiscriminator``/``rggan.losses``, the bundle's optimiser
+  (``Adam(fused=True)``), the D loss backward per pair as the trainer does it (``--d-single-backward``:
+  one backward) and a one-pass EMA, in a plain loop over in-memory tensors (no Ignite, no MONAI engine
+  or data pipeline).
+* ``proto`` (c): a re-creation of the prototype's step (reference_prototype.md §5-§6, §9) on the same
+  networks: the G loss runs D twice on the fakes (the first result unused, V2), the background mask is
+  eroded on the host per sample (``.cpu().numpy()`` + a 5x5 ``scipy.ndimage.binary_erosion`` with cv2's
+  default border, V0/V1), one backward of the summed D loss, labels allocated per step, the losses
+  ``.item()``-ed for logging, ``torch.optim.Adam`` with its defaults (a per-tensor loop on CPU) and the
+  V1 per-parameter EMA loop (parameters only).
 
 Every variant runs in its own fresh process (clean peak RSS), and the rounds interleave the variants
 (a b c, then c b a, ...) to spread the noise of a shared machine; the reported figure is the median
@@ -209,7 +212,7 @@ def make_proto_step(args: argparse.Namespace, arrays: dict):
 
     def erode_on_host(mask: torch.Tensor) -> torch.Tensor:
         # V0/V1: per sample on the host, cv2.erode(M, ones(5, 5)) with the default border (= no erosion at the edge)
-        m = (mask.detach().cpu().numpy() < 0).astype(np.uint8)
+        m = (mask.detach().float().cpu().numpy() < 0).astype(np.uint8)  # .float(): numpy has no bfloat16
         out = np.empty_like(m)
         for i in range(m.shape[0]):
             out[i, 0] = ndimage.binary_erosion(m[i, 0], structure=kernel, border_value=1)
@@ -319,12 +322,6 @@ def run_product(args: argparse.Namespace) -> dict:
         overrides["num_workers"] = args.workers
     if args.amp:  # the bundle's own switch: bfloat16 autocast on CPU
         overrides["amp"] = True
-    if args.tuned:  # the configuration changes proposed in docs/performance.md
-        # (now the bundle's defaults: RGGanTrainer sets optim_set_to_none, train.yaml uses ForeachEMAHandler)
-        overrides["train#trainer#optim_set_to_none"] = True
-        overrides["train#ema#_target_"] = "rggan.handlers.ForeachEMAHandler"
-    if args.persistent_workers:
-        overrides["train#dataloader#persistent_workers"] = True
     if args.channels_last:
         overrides["gnetwork"] = (
             "$@network_def.apply(rggan.networks.init_weights).to(@device, memory_format=torch.channels_last)"
@@ -505,9 +502,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="override the bundle's num_workers (default: bundle's, 4)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each variant (0: torch default)")
     p.add_argument("--channels-last", action="store_true", help="networks and batches in channels_last")
-    p.add_argument(
-        "--amp", action="store_true", help="bfloat16 autocast on CPU (product: the bundle's amp=true)"
-    )
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CPU (product: the bundle's amp=true)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (bare/proto)")
     p.add_argument(
         "--no-set-to-none",
@@ -524,16 +519,6 @@ def main() -> None:
         action="store_true",
         help="one process: each product iteration is followed by one bare and one proto step (paired "
         "timing under the same load; peak RSS is then not per variant)",
-    )
-    p.add_argument(
-        "--tuned",
-        action="store_true",
-        help="product: optim_set_to_none=True and a foreach-lerp EMA handler (proposed bundle changes)",
-    )
-    p.add_argument(
-        "--persistent-workers",
-        action="store_true",
-        help="product: DataLoader(persistent_workers=True): fork the workers once per run, not per epoch",
     )
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FlopCounterMode step")
     p.add_argument("--profile", default=None, help="path prefix for torch.profiler op tables (product, bare)")
@@ -572,8 +557,6 @@ def main() -> None:
                     "no_set_to_none",
                     "d_single_backward",
                     "paired",
-                    "tuned",
-                    "persistent_workers",
                 ):
                     if getattr(args, flag):
                         cmd.append("--" + flag.replace("_", "-"))
