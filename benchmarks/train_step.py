@@ -27,7 +27,7 @@ Every variant runs in its own fresh process (clean peak RSS), and the rounds int
 (a b c, then c b a, ...) to spread the noise of a shared machine; the reported figure is the median
 over all timed iterations of all rounds.  FLOPs of one step come from
 ``torch.utils.flop_counter.FlopCounterMode``.  ``--profile`` writes a ``torch.profiler`` op table of
-the product and bare paths.
+each variant over 2 iterations.
 
 Options that apply on CPU: ``--channels-last`` (bare, proto and product), ``--amp`` (bfloat16 autocast;
 the product through the bundle's ``amp: true``), ``--compile`` (``torch.compile`` of G and D; bare and
@@ -521,7 +521,7 @@ def main() -> None:
         "timing under the same load; peak RSS is then not per variant)",
     )
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FlopCounterMode step")
-    p.add_argument("--profile", default=None, help="path prefix for torch.profiler op tables (product, bare)")
+    p.add_argument("--profile", default=None, help="path prefix for torch.profiler op tables (one per variant)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--flops", dest="flops_worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -562,7 +562,7 @@ def main() -> None:
                         cmd.append("--" + flag.replace("_", "-"))
                 if args.flops and r == 0:
                     cmd.append("--flops")
-                if args.profile and r == 0 and v != "proto":
+                if args.profile and r == 0:
                     cmd += ["--profile", args.profile]
                 t0 = time.perf_counter()
                 subprocess.run(cmd, check=True, cwd=str(REPO))

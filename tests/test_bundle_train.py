@@ -102,6 +102,24 @@ def test_train_one_epoch_logs_everything_and_is_reproducible(meta_file, prepared
     assert tags_b["g_loss"] == tags["g_loss"] and tags_b["d_loss"] == tags["d_loss"]
 
 
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_switch_sets_both_backends(meta_file, prepared, tmp_path, tf32):
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        wf = ConfigWorkflow(
+            config_file=CONFIG_FILES,
+            meta_file=meta_file,
+            workflow_type="train",
+            dataset_dir=str(prepared),
+            output_dir=str(tmp_path),
+            **{**TINY, "tf32": tf32},
+        )
+        wf.initialize()
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def test_rerun_resumes_from_latest_checkpoint(meta_file, prepared, tmp_path):
     run_workflow(meta_file, prepared, tmp_path, epochs=1, save_interval=1)
     wf = run_workflow(meta_file, prepared, tmp_path, epochs=2, save_interval=1)
