@@ -312,11 +312,13 @@ def _half_size(samples: dict) -> dict[str, torch.Tensor]:
 OVERFIT_STEPS = 400
 
 
-def _overfit(data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_STEPS) -> dict[str, float]:
+def _overfit(
+    data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_STEPS, erosion: int = 5
+) -> dict[str, float]:
     """Train G + D with the spec's losses on ``data`` (fixed z and base per sample); return the measurements.
 
     ``bg_fixed_*`` is the background-reconstruction term, ``c_bg * mean|x̂·M - base·M|``, evaluated every step
-    on one fixed region M = the real mask's background eroded like the loss does, so that steps compare;
+    on one fixed region M = the real mask's background eroded by 5 px, so that steps compare;
     ``bg_loss_*`` is the loss's own term (M from the generated mask of that step); ``per_pixel_*`` the mean
     |x̂ - base| over the generated background pixels.
     """
@@ -327,10 +329,10 @@ def _overfit(data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_
     d = RGDiscriminator(embed_dim=E, d_n_feat=8, image_size=size).apply(init_weights)
     opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    d_loss, g_loss = DiscriminatorLoss(), GeneratorLoss()
+    d_loss, g_loss = DiscriminatorLoss(), GeneratorLoss(erosion=erosion)
     z = torch.randn(n, L)
     perm = torch.roll(torch.arange(n), 1)  # the wrong pair: another sample's image and mask
-    fixed = background_mask(data["mask"], g_loss.erosion)
+    fixed = background_mask(data["mask"], 5)
     rows = []
     for _ in range(steps):
         fake = g(data["rna"], z, data["base"])
@@ -362,6 +364,7 @@ def _overfit(data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_
         "bg_fixed_first": first[0].item(),
         "bg_fixed_last": last[0].item(),
         "bg_loss_first": first[1].item(),
+        "bg_loss_fall": (first[1] / last[1]).item(),
         "bg_loss_peak": r[:, 1].max().item(),
         "bg_loss_last": last[1].item(),
         "per_pixel_fall": (first[2] / last[2]).item(),
@@ -371,36 +374,42 @@ def _overfit(data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_
 
 
 @pytest.mark.slow
-def test_gan_overfits_eight_demo_samples(demo_samples):
-    """G + D with the spec's losses (c_isc 10, c_i 8, c_is 1, c_bg 100, erosion 5) on 8 fixed demo samples.
+@pytest.mark.parametrize("erosion", [5, 0], ids=["erosion5", "no_erosion"])
+def test_gan_overfits_eight_demo_samples(demo_samples, erosion):
+    """G + D with the spec's losses (c_isc 10, c_i 8, c_is 1, c_bg 100) on 8 fixed demo samples.
 
-    The first eight prepared demo samples (:func:`demo_samples`), pooled to 32²; fixed z and base per
-    sample; Adam betas (0.5, 0.999), lr 1e-3 for G and 1e-4 for D (with equal rates D wins outright in this
-    few steps), 400 steps, g_n_feat 4, d_n_feat 8. Measured on CPU (torch 2.13, one thread) over seeds 0..9
-    (the test runs seed 0), first step vs the mean of the last 10:
+    Both background-loss variants: erosion 5 (the default, as the research code) and none (the MONAI
+    prototype). The first eight prepared demo samples (:func:`demo_samples`), pooled to 32²; fixed z and
+    base per sample; Adam betas (0.5, 0.999), lr 1e-3 for G and 1e-4 for D (with equal rates D wins
+    outright in this few steps), 400 steps, g_n_feat 4, d_n_feat 8. Measured on CPU (torch 2.13, one
+    thread) over seeds 0..9 (the test runs seed 0), first step vs the mean of the last 10:
 
-    * the background-reconstruction term on a fixed region (the real mask's eroded background) falls
-      8.6x / 6.0x / 7.4x / 5.5x / 6.6x / 6.1x / 6.2x / 5.7x / 7.6x / 7.3x (27 -> ~3.3 at seed 0) -> asserted >= 5x;
-    * the per-pixel error over the generated background falls 6.7x to 8.6x (7.8x at seed 0);
-    * the loss's own term (M from the step's generated mask) is not a usable "fall": at step 0 the mask
-      is sign noise whose eroded background is nearly empty, so the term starts near 0 (0.5) and rises
+    * the background-reconstruction term on a fixed region (the real mask's background eroded by 5 px)
+      falls 8.6x / 6.0x / 7.4x / 5.5x / 6.6x / 6.1x / 6.2x / 5.7x / 7.6x / 7.3x with erosion 5 (27 -> 3.2
+      at seed 0) and 6.3x to 10.9x without -> asserted >= 5x for both;
+    * the loss's own term (M from the step's generated mask): without erosion it falls 5.1x to 7.9x
+      (7.9x at seed 0) -> asserted >= 5x. With erosion 5 it is no usable "fall": at step 0 the mask is
+      sign noise whose eroded background is nearly empty, so the term starts near 0 (0.5) and rises
       while the mask becomes a nodule; it is printed, not asserted;
-    * mean IoU of the generated mask (eval mode) with the real mask: 0.70 to 0.84 (0.835 at seed 0)
-      -> asserted >= 0.6. For scale: an all-nodule mask scores 0.17; because every crop is twice the
-      nodule's bounding box, one centred disk fits all eight at 0.89, so this shows a nodule-shaped mask
-      in the right place, not yet per-patient shapes.
+    * the per-pixel error over the generated background falls 6.7x to 8.6x (erosion 5) / 8.0x to 12.7x;
+    * mean IoU of the generated mask (eval mode) with the real mask: 0.70 to 0.84 (0.835 at seed 0) with
+      erosion 5, 0.59 to 0.83 (0.79) without -> asserted >= 0.55. For scale: an all-nodule mask scores
+      0.17; because every crop is twice the nodule's bounding box, one centred disk fits all eight at
+      0.89, so this shows a nodule-shaped mask in the right place, not yet per-patient shapes.
 
-    At 64² seeds 3 and 4 did not learn in 400 steps (IoU 0.27), hence 32². Runtime 16 s on a shared
-    2-core machine (printed, not asserted, to keep the test free of timing flakiness).
+    At 64² seeds 3 and 4 did not learn in 400 steps (IoU 0.27), hence 32². Runtime 16-18 s per variant
+    on a shared 2-core machine (printed, not asserted, to keep the test free of timing flakiness).
     """
-    m = _overfit(_half_size(demo_samples), seed=0)
+    m = _overfit(_half_size(demo_samples), seed=0, erosion=erosion)
     print(
-        "overfit: background term on the fixed region {bg_fixed_first:.1f} -> {bg_fixed_last:.2f}; loss term "
-        "{bg_loss_first:.2f} (peak {bg_loss_peak:.2f}) -> {bg_loss_last:.2f}; per-pixel fall {per_pixel_fall:.2f}x; "
-        "IoU {iou:.3f}; {seconds:.1f} s".format(**m)
+        "overfit (erosion {erosion}): background term on the fixed region {bg_fixed_first:.1f} -> {bg_fixed_last:.2f}; "
+        "loss term {bg_loss_first:.2f} (peak {bg_loss_peak:.2f}) -> {bg_loss_last:.2f}; per-pixel fall "
+        "{per_pixel_fall:.2f}x; IoU {iou:.3f}; {seconds:.1f} s".format(erosion=erosion, **m)
     )
     assert m["bg_fixed_first"] >= 5.0 * m["bg_fixed_last"]
-    assert m["iou"] >= 0.6
+    if erosion == 0:
+        assert m["bg_loss_fall"] >= 5.0
+    assert m["iou"] >= 0.55
 
 
 def test_d_loss_backward_per_pair_gives_the_same_gradients():
