@@ -149,6 +149,17 @@ def _autocast(args: argparse.Namespace):
     return torch.autocast("cpu", dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
 
 
+def _generate(batches: _Batches, g, d, g_run, args: argparse.Namespace) -> tuple:
+    """The start every step shares: a batch, fresh latents, both nets in train mode, one G forward."""
+    import torch
+
+    b = batches()
+    z = torch.randn(b["image"].shape[0], PAPER["g_ls"])
+    g.train(), d.train()
+    with _autocast(args):
+        return b, g_run(b["rna"], z, b["base"])
+
+
 # ----------------------------------------------------------------------------- (b) bare loop
 def make_bare_step(args: argparse.Namespace, arrays: dict):
     import torch
@@ -164,11 +175,7 @@ def make_bare_step(args: argparse.Namespace, arrays: dict):
     decay = 0.999
 
     def step() -> list[float]:
-        b = batches()
-        z = torch.randn(b["image"].shape[0], PAPER["g_ls"])
-        g.train(), d.train()
-        with _autocast(args):
-            fake = g_run(b["rna"], z, b["base"])
+        b, fake = _generate(batches, g, d, g_run, args)
         d_opt.zero_grad(set_to_none=not args.no_set_to_none)
         if not args.d_single_backward:  # as the trainer: 4 D calls (BN statistics per pair), each graph freed early
             with _autocast(args):
@@ -219,11 +226,7 @@ def make_proto_step(args: argparse.Namespace, arrays: dict):
         return torch.from_numpy(out.astype(np.float32)).to(mask.device)
 
     def step() -> list[float]:
-        b = batches()
-        z = torch.randn(b["image"].shape[0], PAPER["g_ls"])
-        g.train(), d.train()
-        with _autocast(args):
-            fake = g_run(b["rna"], z, b["base"])
+        b, fake = _generate(batches, g, d, g_run, args)
         ones, zeros = torch.ones(bs), torch.zeros(bs)
         # D: four separate calls, 12 weighted MSE terms
         d_opt.zero_grad()

@@ -120,11 +120,15 @@ class RGGanTrainer(GanTrainer):
         scaling = self.amp and self.amp_dtype == torch.float16  # bfloat16 has float32's range: no scaling
         self.g_scaler = torch.amp.GradScaler(device_type, enabled=scaling)
         self.d_scaler = torch.amp.GradScaler(device_type, enabled=scaling)
+        self._autocast_kwargs = {
+            **(self.amp_kwargs or {}),
+            "device_type": device_type,
+            "dtype": self.amp_dtype,
+            "enabled": self.amp,
+        }
 
     def _autocast(self) -> torch.autocast:
-        device_type = torch.device(self.state.device).type
-        kwargs = {**(self.amp_kwargs or {}), "dtype": self.amp_dtype}
-        return torch.autocast(device_type, enabled=self.amp, **kwargs)
+        return torch.autocast(**self._autocast_kwargs)
 
     def _latents(self, engine: RGGanTrainer, num: int) -> torch.Tensor:
         return engine.g_prepare_batch(

@@ -770,6 +770,21 @@ _PHENOTYPE_NOISE = 0.25
 _CHEST_WALL_MM = 12.0  # in units of the driver-score SD
 
 
+# makers of plausible filler gene symbols, picked uniformly (each draws its numbers from the same rng)
+_FILLER_GENE_NAMES = (
+    lambda rng: f"LOC{rng.integers(100000, 999999)}",
+    lambda rng: f"KIAA{rng.integers(100, 2000):04d}",
+    lambda rng: f"C{rng.integers(1, 23)}orf{rng.integers(10, 200)}",
+    lambda rng: f"ZNF{rng.integers(100, 900)}",
+    lambda rng: f"FAM{rng.integers(20, 230)}{'ABC'[int(rng.integers(0, 3))]}",
+    lambda rng: f"TMEM{rng.integers(10, 260)}",
+    lambda rng: f"SLC{rng.integers(1, 45)}A{rng.integers(1, 14)}",
+    lambda rng: f"CCDC{rng.integers(10, 190)}",
+    lambda rng: f"ANKRD{rng.integers(10, 60)}",
+    lambda rng: f"LINC{rng.integers(0, 2700):05d}",
+)
+
+
 def _gene_names(n_genes: int, rng: np.random.Generator) -> list[str]:
     required = list(dict.fromkeys(METAGENES + [g for _, _, _, d in _PHENOTYPES.values() for g, _ in d]))
     names = list(required)
@@ -782,27 +797,7 @@ def _gene_names(n_genes: int, rng: np.random.Generator) -> list[str]:
         names += list(_MANGLED)
     seen = set(names)
     while len(names) < n_genes:
-        kind = int(rng.integers(0, 10))
-        if kind == 0:
-            g = f"LOC{rng.integers(100000, 999999)}"
-        elif kind == 1:
-            g = f"KIAA{rng.integers(100, 2000):04d}"
-        elif kind == 2:
-            g = f"C{rng.integers(1, 23)}orf{rng.integers(10, 200)}"
-        elif kind == 3:
-            g = f"ZNF{rng.integers(100, 900)}"
-        elif kind == 4:
-            g = f"FAM{rng.integers(20, 230)}{'ABC'[int(rng.integers(0, 3))]}"
-        elif kind == 5:
-            g = f"TMEM{rng.integers(10, 260)}"
-        elif kind == 6:
-            g = f"SLC{rng.integers(1, 45)}A{rng.integers(1, 14)}"
-        elif kind == 7:
-            g = f"CCDC{rng.integers(10, 190)}"
-        elif kind == 8:
-            g = f"ANKRD{rng.integers(10, 60)}"
-        else:
-            g = f"LINC{rng.integers(0, 2700):05d}"
+        g = _FILLER_GENE_NAMES[int(rng.integers(0, len(_FILLER_GENE_NAMES)))](rng)
         if g not in seen:
             seen.add(g)
             names.append(g)

@@ -126,9 +126,9 @@ class SynthesisBlock(nn.Module):
     and switch logits ``m``; ``s = (tanh m + 1) / 2``; ``out = skip * s + AdaIN(f * (1 - s), style)``.
     Returns ``(out, s)``.
 
-    Memory: in training mode with autograd on, the element-wise switch/AdaIN part is recomputed in the backward pass
-    (``torch.utils.checkpoint``) instead of keeping its ~10 full-size intermediates; it holds no
-    BatchNorm or randomness, so values and gradients are unchanged. The LeakyReLU works in place.
+    Memory: when training with autograd on, the element-wise switch/AdaIN part is recomputed in the
+    backward pass (``torch.utils.checkpoint``) instead of keeping its ~10 full-size intermediates; it
+    holds no BatchNorm or randomness, so values and gradients are unchanged. The LeakyReLU works in place.
     """
 
     def __init__(self, channels: int) -> None:
@@ -155,7 +155,7 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Tensor, skip: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
         h = self.convs(x)
-        if self.training and torch.is_grad_enabled() and (h.requires_grad or skip.requires_grad or style.requires_grad):
+        if self.training and h.requires_grad:  # False under no_grad / inference_mode
             return checkpoint(self._mix, h, skip, style, use_reentrant=False)
         return self._mix(h, skip, style)
 
