@@ -22,6 +22,8 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     from rggan.data.demo import generate_demo_dataset
 
     kwargs = {"patients": args.patients} if args.patients is not None else {}
+    if args.genes is not None:
+        kwargs["n_genes"] = args.genes
     summary = generate_demo_dataset(
         Path(args.output), seed=args.seed, layout=args.layout, realistic=args.realistic, progress=True, **kwargs
     )
@@ -43,7 +45,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     )
     config = PrepareConfig(
         image_size=args.image_size, num_bases=args.bases, seed=args.seed, val_fraction=args.val_fraction,
-        crop_mm=args.crop_mm, genes=gene_config,
+        crop_mm=args.crop_mm, genes=gene_config, permute_rna=args.permute_rna,
     )  # fmt: skip
     result = prepare_dataset(
         args.input, args.output, config=config, rna_path=args.rna, workers=args.workers, progress=not args.quiet
@@ -88,6 +90,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_map_agreement(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from rggan.radiogenomic_map import map_agreement
+
+    tables = []
+    for folder in args.maps:
+        path = Path(folder) / "synthesis_map.csv"
+        if not path.is_file():
+            raise SystemExit(f"rggan map-agreement: {path} not found (pass output folders of `run radiogenomic_map`)")
+        tables.append(pd.read_csv(path, index_col=0))
+    result = map_agreement(tables)
+    for p in result["pairs"]:
+        print(f"{args.maps[p['a']]} ~ {args.maps[p['b']]}: Spearman {p['spearman']:.3f}")
+    print(f"min {result['min_spearman']:.3f}, mean {result['mean_spearman']:.3f} over {result['genes']} genes")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``rggan`` command."""
     parser = argparse.ArgumentParser(prog="rggan", description="Radiogenomic GAN (Xu et al. 2019) on MONAI.")
@@ -101,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--layout", choices=["descriptive", "classic"], default="descriptive", help="NBIA folder layout")
     p.add_argument("--realistic", action="store_true", help="512x512 CTs with >= 100 slices (for benchmarks)")
+    p.add_argument(
+        "--genes", type=int, default=None, metavar="N",
+        help="genes in the RNA table (default 200; e.g. 5000 for the real data's regime, genes >> patients)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_demo_data)
 
     p = sub.add_parser("prepare", help="turn a TCIA/GEO download into a prepared training dataset")
@@ -111,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bases", type=int, default=10, help="background patches per patient (default 10)")
     p.add_argument("--seed", type=int, default=12345, help="split and patch-position seed (default 12345)")
     p.add_argument("--crop-mm", type=float, default=None, help="fixed crop side in mm (default: 2x nodule box)")
+    p.add_argument(
+        "--permute-rna", type=int, default=None, metavar="SEED",
+        help="negative control: shuffle the RNA profiles among the patients with this seed (breaks every gene-image link)",
+    )  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation patients fraction (default 0.2)")
     p.add_argument("--max-na-fraction", type=float, default=0.0, help="drop genes with more NAs (default 0)")
     p.add_argument("--top-genes", type=int, default=None, help="keep the N most variable genes")
@@ -137,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     # `rggan train ...` is dispatched to rggan.train_cli before parsing (it has its own flag table).
+    p = sub.add_parser("map-agreement", help="agreement of synthesis maps (e.g. of several training seeds)")
+    p.add_argument("maps", nargs="+", help="output folders of `run radiogenomic_map` (each with synthesis_map.csv)")
+    p.add_argument("--output", default=None, help="also write the result as JSON to this file")
+    p.set_defaults(func=_cmd_map_agreement)
+
     sub.add_parser("train", help="train with the seed README's flags (runs the MONAI bundle); see `rggan train -h`")
     return parser
 

@@ -10,9 +10,9 @@ Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`
 
 * ``fake = g_inferer(rna, g_network, z, base)``, i.e. ``g_network(rna, z, base)`` -> ``GeneratorOutput``
   (``.embedding .image .mask .switch``);
-* ``d_loss_function(d_network, image, mask, wrong_image, wrong_mask, fake, backward=f) -> {"total": ..., ...}``
+* ``d_loss_function(d_network, image, mask, wrong_image, wrong_mask, fake, backward=f, rna=rna) -> {"total": ..., ...}``
   (detaches the fakes itself and calls ``f`` on each pair's loss right after that pair's D call);
-* ``g_loss_function(d_network, fake, base) -> {"total": ..., <term>: ...}``.
+* ``g_loss_function(d_network, fake, base, rna=rna, real_image=image, real_mask=mask) -> {"total": ..., <term>: ...}``.
 
 ``engine.state.output`` after each iteration (a plain, batched dict)::
 
@@ -160,7 +160,7 @@ class RGGanTrainer(GanTrainer):
             with self._autocast():  # backward per pair: one D graph alive at a time (see DiscriminatorLoss)
                 d_out = engine.d_loss_function(
                     d_net, image, mask, batch["wrong_image"], batch["wrong_mask"], fake,
-                    backward=lambda loss: engine.d_scaler.scale(loss).backward(),
+                    backward=lambda loss: engine.d_scaler.scale(loss).backward(), rna=rna,
                 )  # fmt: skip
             engine.d_scaler.step(engine.d_optimizer)
             engine.d_scaler.update()
@@ -178,7 +178,7 @@ class RGGanTrainer(GanTrainer):
                 fake = engine.g_inferer(rna, g_net, z, base)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with self._autocast():
-            g_out = engine.g_loss_function(d_net, fake, base)
+            g_out = engine.g_loss_function(d_net, fake, base, rna=rna, real_image=image, real_mask=mask)
         engine.g_scaler.scale(g_out["total"]).backward()
         engine.g_scaler.step(engine.g_optimizer)
         engine.g_scaler.update()

@@ -16,7 +16,9 @@ background patch ``base_index``, latents fixed by ``seed`` as in :mod:`rggan.inf
   its own phenotype from its genes? The patient's own background patch is used, so intensity features
   also carry some background information);
 * **diversity across latents**: mean pairwise MS-SSIM between the nodules of one patient (1 = all
-  latents give the same image) and mean pairwise Dice of their masks; MS-SSIM uses
+  latents give the same image) and mean pairwise Dice of their masks; **across patients**: the same
+  for one generated nodule per patient, beside the same figure for the real held-out nodules (real
+  data have one nodule per patient, so this is the real reference for diversity); MS-SSIM uses
   ``monai.metrics.MultiScaleSSIMMetric`` with as many of its 5 default scales as the image size allows
   (kernel 11: 2 scales at 32 px, 3 at 64, 4 at 128; weights renormalised);
 * on demo data (``demo_truth.json`` found or given): planted-association recovery of both radiogenomic
@@ -50,6 +52,8 @@ __all__ = [
     "format_metrics",
     "run_evaluation",
     "scalar_metrics",
+    "key_metric",
+    "KEY_FEATURES",
     "EvaluationHandler",
 ]
 
@@ -214,6 +218,11 @@ def evaluate_generator(
         fidelity[f] = float(spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic) if ok else float("nan")
 
     diversity = pairwise_diversity(out["image"], out["mask"], [r["patient"] for r in requests])
+    # across patients: the first sample of each patient, and the real nodules, each as one group
+    first = [i for i, r in enumerate(requests) if i == 0 or r["patient"] != requests[i - 1]["patient"]]
+    across = pairwise_diversity(out["image"][first], out["mask"][first], ["all"] * len(first))
+    real_msk_pm = real_msk.float() * 2 - 1
+    real_across = pairwise_diversity(real_img.float(), real_msk_pm, ["all"] * len(real_img))
     metrics: dict[str, Any] = {
         "patients": len(items),
         "split": split,
@@ -237,6 +246,10 @@ def evaluate_generator(
             **diversity,
             "ms_ssim_diversity": 1.0 - diversity["ms_ssim"],
             "mask_dice_diversity": 1.0 - diversity["mask_dice"],
+            "across_patients_ms_ssim_diversity": 1.0 - across["ms_ssim"],
+            "real_across_patients_ms_ssim_diversity": 1.0 - real_across["ms_ssim"],
+            "across_patients_mask_dice_diversity": 1.0 - across["mask_dice"],
+            "real_across_patients_mask_dice_diversity": 1.0 - real_across["mask_dice"],
         },
     }
 
@@ -359,9 +372,30 @@ def run_evaluation(
     return metrics
 
 
+#: the image features of the demo's four planted phenotypes (size, intensity, texture, margin)
+KEY_FEATURES: tuple[str, ...] = ("equivalent_radius_mm", "mean_hu", "std_hu", "irregularity")
+
+
+def key_metric(metrics: Mapping[str, Any], features: Sequence[str] = KEY_FEATURES) -> float:
+    """Model-selection score: mean patient fidelity minus mean W1/SD over ``features``.
+
+    Both terms are in comparable units (a Spearman correlation, a distance in real SDs), so a generator
+    scores high only when its held-out nodules are both realistic (W1/SD near 0) and patient-specific
+    (fidelity near 1). W1/SD is capped at 2 so one broken feature does not dominate. NaN (e.g. empty
+    masks) counts as the worst value of its term.
+    """
+    fid = [metrics["patient_fidelity_spearman"].get(f, float("nan")) for f in features]
+    w1 = [metrics["feature_realism"][f]["w1_over_sd"] for f in features]
+    fid = [v if np.isfinite(v) else -1.0 for v in fid]
+    w1 = [min(v, 2.0) if np.isfinite(v) else 2.0 for v in w1]
+    return float(np.mean(fid) - np.mean(w1))
+
+
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The headline numbers of :func:`evaluate_generator`'s metrics as a flat ``{name: float}``."""
-    out = {f"w1_over_sd/{f}": v["w1_over_sd"] for f, v in metrics["feature_realism"].items()}
+    out = {"key_metric": key_metric(metrics)}
+    out.update({f"fidelity/{f}": v for f, v in metrics["patient_fidelity_spearman"].items()})
+    out.update({f"w1_over_sd/{f}": v["w1_over_sd"] for f, v in metrics["feature_realism"].items()})
     out["background_l1_hu"] = metrics["background_preservation"]["l1_outside_mask_hu"]
     out["empty_mask_fraction"] = metrics["mask_image_consistency"]["empty_mask_fraction"]
     out["contrast_hu"] = metrics["mask_image_consistency"]["contrast_inside_minus_outside_hu"]
@@ -371,11 +405,13 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 class EvaluationHandler:
-    """Training hook: every ``interval`` epochs, evaluate the (EMA) generator on held-out patients.
+    """Validation handler: every ``interval`` epochs, evaluate the (EMA) generator on held-out patients.
 
     Runs :func:`evaluate_generator` (no radiogenomic map: ``truth_file=None``) and logs
     :func:`scalar_metrics` through the trainer's logger and, if given, a TensorBoard ``summary_writer``
-    (tags ``<tag>/<metric>``, step = epoch). Add it to a training config, e.g.::
+    (tags ``<tag>/<metric>``, step = epoch). The scalars also go into ``engine.state.metrics`` as
+    ``<tag>_<metric>`` (e.g. ``eval_key_metric``, see :func:`key_metric`), where
+    :class:`rggan.handlers.BestGeneratorSaver` reads its key metric. Add it to a training config, e.g.::
 
         +train#handlers:
           - _target_: rggan.evaluation.EvaluationHandler
@@ -429,7 +465,9 @@ class EvaluationHandler:
         scalars = scalar_metrics(result["metrics"])
         epoch = int(engine.state.epoch)
         self.history.append((epoch, scalars))
-        engine.logger.info("Epoch[%d] evaluation: %s", epoch, " ".join(f"{k}: {v:.4g}" for k, v in scalars.items()))
+        engine.state.metrics.update({f"{self.tag}_{k}": v for k, v in scalars.items()})
+        shown = {k: v for k, v in scalars.items() if k == "key_metric" or k.split("/")[-1] in KEY_FEATURES}
+        engine.logger.info("Epoch[%d] evaluation: %s", epoch, " ".join(f"{k}: {v:.3g}" for k, v in shown.items()))
         if self.summary_writer is not None:
             for k, v in scalars.items():
                 if np.isfinite(v):

@@ -135,6 +135,8 @@ def sizes_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
         "g_n_feat": g,
         "code_kernel": k,
         "image_size": 16 * k,
+        "texture_noise": int(head.shape[0]) == 3,
+        "film": "synthesis_blocks.0.film.weight" in state,
     }
 
 
@@ -176,7 +178,7 @@ def resolve_sizes(
     problems = [
         f"{name}: checkpoint {sizes[name]}, configuration {value}"
         for name, value in configured.items()
-        if value is not None and str(value) != "None" and int(value) != sizes[name]
+        if value is not None and str(value) != "None" and int(value) != int(sizes[name])
     ]
     problems += [
         f"{name}: checkpoint {sizes[name]}, prepared dataset {dataset_dir} {value}"

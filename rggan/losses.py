@@ -16,6 +16,23 @@ The generator loss runs D **once** on (x_hat, s_hat, e) with ``e`` attached (the
 through the ISC head), pushes every head to 1, and adds ``c_bg * mean|x_hat * M - base * M|`` with
 ``M = 1[s_hat < 0]`` (detached), optionally eroded on the device.
 
+``condition="rna"`` (both losses) gives D the patient's expression vector instead of ``e`` (D then
+encodes it itself, see :class:`rggan.networks.RGDiscriminator`): the ISC head judges the match
+against a condition the generator cannot move, so G can only satisfy it through the image.
+
+Paired terms (off by default, the paper has none): the real nodule of the same patient is known, so
+the generator loss can also ask for it (a conditional GAN with a reconstruction term, as pix2pix):
+
+* ``c_rec * (mean|t - s| + mean over the real nodule of |x_hat - x|)``: the mask channel ``t``
+  against the real mask ``s`` (size, position and shape) and the image against the real image
+  inside the real nodule (its HU);
+* ``c_tex * mean|sd(x_hat in t > 0) - sd(x in s > 0)|``: the standard deviation of each image inside its
+  own nodule mask (the texture, as the ``std_hu`` feature measures it, margin pixels included), which an
+  L1 term alone would smooth away;
+* ``c_shape * mean|irr(alpha) - irr(s)|``: the margin irregularity ``1 - 4 pi area / perimeter^2`` of
+  the generated soft mask against the real mask's (:func:`soft_irregularity`), since the exact lobes of
+  a real margin are not predictable from genes and an L1 term alone would round every margin.
+
 Each loss returns a dict of 0-d tensors: ``"total"`` plus one key per *weighted* term
 (``total == sum of the terms``). A coefficient of 0 removes its term: the key is absent and, where
 that saves work, nothing is computed (``"total"`` is still a tensor). No ``.item()`` or other host
@@ -36,7 +53,7 @@ from torch import Tensor
 
 from rggan.networks import DiscriminatorOutput, GeneratorOutput
 
-__all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask"]
+__all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask", "soft_irregularity"]
 
 DNet = Callable[[Tensor, Tensor, Tensor], DiscriminatorOutput]
 
@@ -66,6 +83,37 @@ def _mse_to(logits: Tensor, target: float) -> Tensor:
     return F.mse_loss(logits, t)
 
 
+def _check_condition(condition: str) -> str:
+    if condition not in ("embedding", "rna"):
+        raise ValueError(f"condition must be 'embedding' (G's gene embedding) or 'rna' (the expression), got {condition!r}")
+    return condition
+
+
+def _masked_mean_std(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample mean and population SD of (B, 1, S, S) ``x`` over the {0, 1} weights ``m``."""
+    n = m.flatten(1).sum(1).clamp(min=1.0)
+    mean = (x * m).flatten(1).sum(1) / n
+    var = (((x - mean[:, None, None, None]) ** 2) * m).flatten(1).sum(1) / n
+    return mean, (var + 1e-8).sqrt()
+
+
+def soft_irregularity(alpha: Tensor) -> Tensor:
+    """Differentiable ``1 - 4 pi area / perimeter^2`` of (B, 1, S, S) soft masks in [0, 1].
+
+    The mask is blurred by a 3x3 binomial kernel (so binary and soft masks are measured alike), the area
+    is its sum and the perimeter its isotropic total variation (sum of gradient magnitudes, central
+    differences). Scale-free; about 0.1 for a digital disk, larger for lobulated or spiculated margins.
+    """
+    k = torch.tensor([1.0, 2.0, 1.0], device=alpha.device, dtype=alpha.dtype)
+    k = (k[:, None] * k[None, :] / 16.0)[None, None]
+    a = F.conv2d(F.pad(alpha, (1, 1, 1, 1)), k)
+    gy = (a[:, :, 2:, 1:-1] - a[:, :, :-2, 1:-1]) / 2
+    gx = (a[:, :, 1:-1, 2:] - a[:, :, 1:-1, :-2]) / 2
+    perimeter = (gx**2 + gy**2 + 1e-6).sqrt().flatten(1).sum(1)
+    area = a.flatten(1).sum(1)
+    return 1.0 - 4.0 * torch.pi * area / perimeter.clamp(min=1e-3) ** 2
+
+
 def background_mask(mask: Tensor, erosion: int = 5) -> Tensor:
     """Background indicator ``M = 1[mask < 0]`` (detached, float), eroded by a square ``erosion`` kernel.
 
@@ -81,20 +129,29 @@ def background_mask(mask: Tensor, erosion: int = 5) -> Tensor:
     return m
 
 
+def _need_rna(rna: Tensor | None) -> Tensor:
+    if rna is None:
+        raise ValueError("condition='rna' needs the batch's expression vectors: pass rna=...")
+    return rna
+
+
 class DiscriminatorLoss:
     """Least-squares discriminator loss over the four pairs × three heads (12 terms).
 
     Args:
         c_isc, c_i, c_is: coefficients of the ISC, I and IS heads (spec defaults 10, 8, 1).
+        condition: what D's ISC head sees: ``"embedding"`` (G's embedding ``e``, detached; the paper)
+            or ``"rna"`` (the expression vector passed as ``rna``).
 
     Keys of the returned dict: ``"total"`` and ``"d_<pair>_<head>"`` for pair in real, wrong,
     wrongmask, fake and head in isc, i, is (only those with a non-zero coefficient), each already
     multiplied by its coefficient.
     """
 
-    def __init__(self, c_isc: float = 10.0, c_i: float = 8.0, c_is: float = 1.0) -> None:
+    def __init__(self, c_isc: float = 10.0, c_i: float = 8.0, c_is: float = 1.0, condition: str = "embedding") -> None:
         c = _check_coefficients(c_isc=c_isc, c_i=c_i, c_is=c_is)
         self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
+        self.condition = _check_condition(condition)
 
     def __call__(
         self,
@@ -105,16 +162,18 @@ class DiscriminatorLoss:
         wrong_mask: Tensor,
         fake: GeneratorOutput,
         backward: Callable[[Tensor], object] | None = None,
+        rna: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute the D loss; ``fake`` image, mask and embedding are detached here.
 
         Args:
+            rna: (B, G) expression vectors; required with ``condition="rna"``.
             backward: when given, called on each pair's loss right after that pair's D call (e.g.
                 ``lambda t: t.backward()``), so only one discriminator graph is alive at a time (~100 MB
                 each at the paper's size). The gradients are the same sum and D still sees four separate
                 calls in the same order; the returned losses are then detached.
         """
-        e = fake.embedding.detach()
+        e = fake.embedding.detach() if self.condition == "embedding" else _need_rna(rna)
         pairs = {
             "real": (real_image, real_mask),
             "wrong": (wrong_image, wrong_mask),
@@ -147,9 +206,13 @@ class GeneratorLoss:
         c_bg: coefficient of the background L1 (100).
         erosion: side of the square erosion of the background mask (5 as in the research code;
             0 or 1 = no erosion as in the MONAI prototype). Must be odd when > 1.
+        condition: ``"embedding"`` (D's ISC head sees G's attached embedding: the paper) or ``"rna"``.
+        c_rec: coefficient of the paired reconstruction term (mask + image inside the real nodule); 0: off.
+        c_tex: coefficient of the paired texture term (SD inside the real nodule); 0: off.
+        c_shape: coefficient of the paired margin term (soft irregularity of the mask); 0: off.
 
-    Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"`` (those with a
-    non-zero coefficient), each already multiplied by its coefficient. The background L1 is a mean
+    Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
+    ``"g_tex"``, ``"g_shape"`` (those with a non-zero coefficient), each already multiplied by its coefficient. The background L1 is a mean
     over all B·S² pixels (pixels outside M count as zeros), not normalised by the area of M, as in
     the prototype.
     """
@@ -161,26 +224,64 @@ class GeneratorLoss:
         c_is: float = 1.0,
         c_bg: float = 100.0,
         erosion: int = 5,
+        condition: str = "embedding",
+        c_rec: float = 0.0,
+        c_tex: float = 0.0,
+        c_shape: float = 0.0,
     ) -> None:
-        c = _check_coefficients(c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg)
+        c = _check_coefficients(c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape)
         self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
-        self.c_bg = c["c_bg"]
+        self.c_bg, self.c_rec, self.c_tex, self.c_shape = c["c_bg"], c["c_rec"], c["c_tex"], c["c_shape"]
+        self.condition = _check_condition(condition)
         if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
             raise ValueError(f"erosion must be an int >= 0, got {erosion!r}")
         if erosion > 1 and erosion % 2 == 0:
             raise ValueError(f"erosion must be odd (a centred square kernel) or 0/1 to disable, got {erosion}")
         self.erosion = erosion
 
-    def __call__(self, d_net: DNet, fake: GeneratorOutput, base: Tensor) -> dict[str, Tensor]:
-        """Compute the G loss for ``fake`` composited on ``base`` (the same base G was given)."""
+    def __call__(
+        self,
+        d_net: DNet,
+        fake: GeneratorOutput,
+        base: Tensor,
+        *,
+        rna: Tensor | None = None,
+        real_image: Tensor | None = None,
+        real_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Compute the G loss for ``fake`` composited on ``base`` (the same base G was given).
+
+        Args:
+            rna: (B, G) expression vectors; required with ``condition="rna"``.
+            real_image, real_mask: the patients' real nodule crops; required when ``c_rec`` or
+                ``c_tex`` is non-zero.
+        """
         terms: dict[str, Tensor] = {}
         active = [h for h in _HEADS if self.coefficients[h] > 0]
         if active:
-            out = d_net(fake.image, fake.mask, fake.embedding)  # the single D forward, e attached
+            cond = fake.embedding if self.condition == "embedding" else _need_rna(rna)
+            out = d_net(fake.image, fake.mask, cond)  # the single D forward, e attached
             for head in active:
                 terms[f"g_{head}"] = self.coefficients[head] * _mse_to(_head(out, head), 1.0)
         if self.c_bg > 0:
             m = background_mask(fake.mask, self.erosion)
             terms["g_bg"] = self.c_bg * (fake.image * m - base * m).abs().mean()
+        if self.c_rec > 0 or self.c_tex > 0 or self.c_shape > 0:
+            if real_image is None or real_mask is None:
+                raise ValueError("c_rec / c_tex / c_shape need the real nodules: pass real_image=... and real_mask=...")
+            inside = (real_mask > 0).to(fake.image.dtype)
+            if self.c_rec > 0:
+                n = inside.flatten(1).sum(1).clamp(min=1.0)
+                img = ((fake.image - real_image).abs() * inside).flatten(1).sum(1) / n
+                terms["g_rec"] = self.c_rec * ((fake.mask - real_mask).abs().mean() + img.mean())
+            if self.c_tex > 0:  # each nodule's own mask, as the std_hu feature measures it
+                _, sd_fake = _masked_mean_std(fake.image, (fake.mask.detach() > 0).to(inside.dtype))
+                _, sd_real = _masked_mean_std(real_image, inside)
+                terms["g_tex"] = self.c_tex * (sd_fake - sd_real).abs().mean()
+            if self.c_shape > 0:  # the generated mask near the real nodule only (3 px band): no far-away speckle
+                near = F.max_pool2d(inside, 7, stride=1, padding=3)
+                irr_fake = soft_irregularity(fake.alpha * near)
+                irr_real = soft_irregularity(inside)
+                terms["g_shape"] = self.c_shape * (irr_fake - irr_real).abs().mean()
         total = torch.stack(list(terms.values())).sum() if terms else fake.image.new_zeros(())
         return {"total": total, **terms}

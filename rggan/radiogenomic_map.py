@@ -34,6 +34,7 @@ from rggan.features import FEATURE_NAMES, FEATURE_UNITS, nodule_features
 __all__ = [
     "PHENOTYPE_FEATURES",
     "synthesis_map",
+    "bootstrap_ci",
     "real_features",
     "conventional_map",
     "find_truth",
@@ -44,6 +45,7 @@ __all__ = [
     "phenotype_scales",
     "expected_associations",
     "summarise_scores",
+    "map_agreement",
     "main_driver_agreement",
     "top_genes",
     "heatmap_png",
@@ -119,7 +121,9 @@ def synthesis_map(
             (:func:`rggan.features.main_component`).
 
     Returns:
-        ``{"effect": DataFrame units × features, "sem": standard error of the mean, "n": valid pairs}``.
+        ``{"effect": DataFrame units × features, "sem": standard error of the mean, "n": valid pairs,
+        "per_patient": (units, patients, features) float64 tensor of each patient's mean effect (NaN where
+        none of its pairs was valid), "patients": the patient labels of its second axis}``.
     """
     if delta <= 0:
         raise InputError(f"delta must be > 0, got {delta}")
@@ -136,6 +140,12 @@ def synthesis_map(
     base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
     spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
     n_req, n_units, n_feat = rna.shape[0], len(names), len(FEATURE_NAMES)
+    labels = [str(r.get("patient", i)) for i, r in enumerate(requests)]
+    patients = list(dict.fromkeys(labels))
+    pid = torch.tensor([patients.index(p) for p in labels], device=device)
+    n_pat = len(patients)
+    p1 = torch.zeros(n_units * n_pat, n_feat, dtype=torch.float64, device=device)  # per (unit, patient) sums
+    pc = torch.zeros_like(p1)
     shift = torch.zeros(n_units, rna.shape[1], device=device)
     for u, cols in enumerate(unit_idx):
         shift[u, cols] = float(delta)
@@ -166,6 +176,8 @@ def synthesis_map(
             s1.index_add_(0, u, eff0)
             s2.index_add_(0, u, eff0**2)
             cnt.index_add_(0, u, ok.to(torch.float64))
+            p1.index_add_(0, u * n_pat + pid[r], eff0)
+            pc.index_add_(0, u * n_pat + pid[r], ok.to(torch.float64))
     finally:
         network.train(was_training)
     mean = torch.where(cnt > 0, s1 / cnt.clamp(min=1), torch.full_like(s1, float("nan")))
@@ -174,7 +186,57 @@ def synthesis_map(
     )
     sem = (var.clamp(min=0) / cnt.clamp(min=1)).sqrt()
     frame = lambda t: pd.DataFrame(t.cpu().numpy(), index=pd.Index(names, name="gene"), columns=list(FEATURE_NAMES))  # noqa: E731
-    return {"effect": frame(mean), "sem": frame(sem), "n": frame(cnt)}
+    per_patient = torch.where(pc > 0, p1 / pc.clamp(min=1), torch.full_like(p1, float("nan")))
+    return {
+        "effect": frame(mean), "sem": frame(sem), "n": frame(cnt),
+        "per_patient": per_patient.view(n_units, n_pat, n_feat).cpu(), "patients": patients,
+    }  # fmt: skip
+
+
+def bootstrap_ci(
+    per_patient: torch.Tensor,
+    index: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """Percentile bootstrap confidence interval of each map cell, resampling patients.
+
+    Each bootstrap replicate draws the patients with replacement and averages their per-patient effects
+    (:func:`synthesis_map`'s ``per_patient``), all cells at once (one matrix product per chunk of
+    replicates). Patients are the unit of resampling because they, not the latents, are the independent
+    observations: the interval covers the uncertainty from which patients happened to be in the cohort,
+    for this trained generator (training-seed variation is reported separately).
+
+    Args:
+        per_patient: (units, patients, features) per-patient mean effects (NaN: no valid pair).
+        index: the unit names (rows of the result).
+        n_boot: bootstrap replicates.
+        level: coverage of the interval.
+
+    Returns:
+        ``{"lo": units × features, "hi": units × features}``.
+    """
+    u, p, f = per_patient.shape
+    x = per_patient.permute(1, 0, 2).reshape(p, u * f).double()
+    ok = torch.isfinite(x)
+    x0 = torch.where(ok, x, torch.zeros_like(x))
+    gen = torch.Generator().manual_seed(int(seed))
+    draws = []
+    for start in range(0, n_boot, 200):
+        b = min(200, n_boot - start)
+        w = torch.multinomial(torch.full((b, p), 1.0 / p, dtype=torch.float64), p, replacement=True, generator=gen)
+        counts = torch.zeros(b, p, dtype=torch.float64).scatter_add_(1, w, torch.ones(b, p, dtype=torch.float64))
+        draws.append((counts @ x0) / (counts @ ok.double()).clamp(min=1e-12))
+    boot = torch.cat(draws).reshape(n_boot, u, f).numpy()
+    q = (1.0 - float(level)) / 2.0
+    lo, hi = np.nanquantile(boot, q, axis=0), np.nanquantile(boot, 1.0 - q, axis=0)
+    idx = pd.Index(list(index), name="gene")
+    return {
+        "lo": pd.DataFrame(lo, index=idx, columns=list(FEATURE_NAMES)),
+        "hi": pd.DataFrame(hi, index=idx, columns=list(FEATURE_NAMES)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- conventional map
@@ -228,7 +290,9 @@ def conventional_map(
         genes: optional subset of genes (rows of the result).
 
     Returns:
-        ``{"rho": genes × features, "p": genes × features}``; constant columns give NaN.
+        ``{"rho": genes × features, "p": genes × features, "q": genes × features}``; ``q`` are the
+        Benjamini-Hochberg FDR-adjusted p-values (``scipy.stats.false_discovery_control``) over the genes
+        of each feature column; constant columns give NaN.
     """
     common = [p for p in features.index if p in expression.index]
     if len(common) < 3:
@@ -237,10 +301,18 @@ def conventional_map(
     feats = features.loc[common, list(FEATURE_NAMES)]
     ok = feats.notna().all(axis=1).to_numpy()
     rho, p = _spearman_matrix(expr.to_numpy(np.float64)[ok], feats.to_numpy(np.float64)[ok])
+    from scipy.stats import false_discovery_control
+
+    q = np.full_like(p, np.nan)
+    for j in range(p.shape[1]):
+        ok_p = np.isfinite(p[:, j])
+        if ok_p.any():
+            q[ok_p, j] = false_discovery_control(p[ok_p, j], method="bh")
     idx = pd.Index(list(expr.columns), name="gene")
     return {
         "rho": pd.DataFrame(rho, index=idx, columns=list(FEATURE_NAMES)),
         "p": pd.DataFrame(p, index=idx, columns=list(FEATURE_NAMES)),
+        "q": pd.DataFrame(q, index=idx, columns=list(FEATURE_NAMES)),
     }
 
 
@@ -439,6 +511,36 @@ def score_against_truth(
     return pd.DataFrame(rows)
 
 
+def map_agreement(tables: Sequence[pd.DataFrame]) -> dict[str, Any]:
+    """Pairwise agreement of genes × features maps (e.g. of several training seeds on the same data).
+
+    Each column is divided by its standard deviation over the genes (features have different units), the
+    common genes × features cells are flattened, and every pair of maps is compared by the Spearman
+    correlation of the flattened values; per-column Spearman correlations are reported as well.
+
+    Returns:
+        ``{"pairs": [{"a", "b", "spearman", "per_feature": {...}}], "min_spearman", "mean_spearman"}``.
+    """
+    if len(tables) < 2:
+        raise InputError("map agreement needs at least two maps")
+    genes = sorted(set.intersection(*(set(t.index) for t in tables)))
+    cols = [c for c in tables[0].columns if all(c in t.columns for t in tables)]
+    std = [t.loc[genes, cols].astype(float) / t.loc[genes, cols].astype(float).std().replace(0, np.nan) for t in tables]
+    pairs = []
+    for i in range(len(std)):
+        for j in range(i + 1, len(std)):
+            pairs.append(
+                {
+                    "a": i,
+                    "b": j,
+                    "spearman": _spearman(std[i].to_numpy().ravel(), std[j].to_numpy().ravel()),
+                    "per_feature": {c: _spearman(std[i][c].to_numpy(), std[j][c].to_numpy()) for c in cols},
+                }
+            )
+    rhos = [p["spearman"] for p in pairs]
+    return {"genes": len(genes), "pairs": pairs, "min_spearman": float(np.nanmin(rhos)), "mean_spearman": float(np.nanmean(rhos))}
+
+
 def summarise_scores(scores: pd.DataFrame) -> dict[str, float]:
     """Means over the main pairing of each phenotype (its first feature in :data:`PHENOTYPE_FEATURES`)."""
     main = scores[[PHENOTYPE_FEATURES[p][0] == f for p, f in zip(scores.phenotype, scores.feature)]]
@@ -548,6 +650,18 @@ def heatmap_png(
 # ---------------------------------------------------------------------------------------------- workflow
 
 
+def _write_traversals(network: torch.nn.Module, requests, gene_names, effect, folder: Path, **kwargs: Any) -> None:
+    from tensorboardX import SummaryWriter
+
+    from rggan.traversal import traversal_figures
+
+    writer = SummaryWriter(str(folder / "tensorboard"))
+    try:
+        traversal_figures(network, requests, gene_names, effect, folder, summary_writer=writer, **kwargs)
+    finally:
+        writer.close()
+
+
 def _read_modules(modules: Any, truth: Mapping[str, Any] | None) -> dict[str, list[str]] | None:
     if modules is None or modules is False or str(modules) in ("", "None"):
         return None
@@ -585,6 +699,10 @@ def run_radiogenomic_map(
     device: str | torch.device | None = None,
     progress: bool = True,
     main_component_only: bool = False,
+    n_boot: int = 1000,
+    ci_level: float = 0.95,
+    traversal_top_n: int = 2,
+    traversal_patients: int = 4,
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Both maps for a trained generator on a prepared dataset, written to ``output_dir``.
@@ -593,9 +711,13 @@ def run_radiogenomic_map(
 
         synthesis_map.csv            units x features, effect per +1 SD of the gene (feature units)
         synthesis_map_sem.csv        standard error of each effect over patients x latents
+        synthesis_map_ci_lo.csv/_hi  percentile bootstrap confidence interval of each effect (patients resampled)
         synthesis_map.png            heatmap (colour scaled per feature column)
         conventional_map.csv         genes x features Spearman rho of the real nodules' features
         conventional_map_p.csv       the p-values
+        conventional_map_q.csv       Benjamini-Hochberg FDR q-values (per feature column)
+        traversal/*.png              traversal strips of each feature's top genes (-2..+2 SD), also in
+                                     traversal/tensorboard (TensorBoard images)
         conventional_map.png         heatmap
         real_features.csv            the real nodules' features (patients x features)
         top_genes.csv / .json        top_k genes per feature for both maps
@@ -605,6 +727,10 @@ def run_radiogenomic_map(
     Args:
         truth_file: ``"auto"`` (look beside the raw demo download the prepared folder came from),
             a path, or None (no scoring).
+        n_boot, ci_level: bootstrap replicates and coverage of the per-cell confidence intervals
+            (:func:`bootstrap_ci`; ``n_boot`` 0: none).
+        traversal_top_n, traversal_patients: traversal strips (:mod:`rggan.traversal`) of the top genes of
+            each phenotype feature, with this many patients (``traversal_top_n`` 0: none; genes only).
         other arguments: see :func:`synthesis_map` and :func:`rggan.inference.build_inputs`.
 
     Returns:
@@ -651,6 +777,7 @@ def run_radiogenomic_map(
         network, requests, gene_names, delta=delta, genes=genes, modules=module_map, batch_size=batch_size,
         device=device, progress=progress, main_component_only=main_component_only,
     )  # fmt: skip
+    ci = bootstrap_ci(synth["per_patient"], synth["effect"].index, n_boot=n_boot, level=ci_level, seed=seed) if n_boot else None
     conv = conventional_map(real, expression, genes=genes if module_map is None else None)
     scores: dict[str, pd.DataFrame] = {}
     main: dict[str, Any] = {}
@@ -667,6 +794,15 @@ def run_radiogenomic_map(
         synth["sem"].to_csv(staging / "synthesis_map_sem.csv", float_format="%.6g")
         conv["rho"].to_csv(staging / "conventional_map.csv", float_format="%.6g")
         conv["p"].to_csv(staging / "conventional_map_p.csv", float_format="%.6g")
+        conv["q"].to_csv(staging / "conventional_map_q.csv", float_format="%.6g")
+        if ci is not None:
+            ci["lo"].to_csv(staging / "synthesis_map_ci_lo.csv", float_format="%.6g")
+            ci["hi"].to_csv(staging / "synthesis_map_ci_hi.csv", float_format="%.6g")
+        if traversal_top_n and module_map is None:
+            _write_traversals(
+                network, requests, gene_names, synth["effect"], staging / "traversal",
+                top_n=traversal_top_n, num_patients=traversal_patients, device=device,
+            )  # fmt: skip
         real.to_csv(staging / "real_features.csv", float_format="%.6g")
         unit = "module" if module_map else "gene"
         heatmap_png(
@@ -702,6 +838,10 @@ def run_radiogenomic_map(
             "seed": seed,
             "base_index": base_index,
             "main_component_only": main_component_only,
+            "confidence_interval": f"percentile bootstrap over patients, {n_boot} replicates, level {ci_level}"
+            if n_boot
+            else None,
+            "conventional_q": "Benjamini-Hochberg FDR over the genes of each feature (scipy.stats.false_discovery_control)",
             "truth_file": str(truth_path) if truth_path else None,
             "truth_scores": score_json,
             "seconds": round(time.perf_counter() - t0, 2),

@@ -180,3 +180,40 @@ def test_foreach_ema_matches_ignite_ema():
     for a, b in zip(ours.ema_model.state_dict().values(), ref.ema_model.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert not torch.equal(ours.ema_model[0].weight, live[0].weight)
+
+
+def test_best_generator_saver_keeps_the_best_and_writes_it_as_model_pt(tmp_path):
+    from ignite.engine import Engine, Events
+
+    from rggan.handlers import BestGeneratorSaver
+
+    net = torch.nn.Linear(2, 1)
+    scores = {1: 0.1, 2: 0.7, 3: 0.3, 4: float("nan")}
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _validate(e):  # a validation handler writing its key metric, then the weights change
+        e.state.metrics["eval_key_metric"] = scores[e.state.epoch]
+        with torch.no_grad():
+            net.weight.fill_(float(e.state.epoch))
+
+    saver = BestGeneratorSaver(net, tmp_path / "models", tmp_path / "models" / "model.pt", interval=1)
+    saver.attach(engine)
+    engine.run([0], max_epochs=4)
+    files = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert files == ["best_generator_epoch=2_eval_key_metric=0.7000.pt", "model.pt"]
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert torch.all(state["weight"] == 2.0)  # epoch 2's weights, not the last (4)
+    assert (tmp_path / "models" / "model.pt").stat().st_mode & 0o777 != 0
+
+
+def test_best_generator_saver_needs_its_metric(tmp_path):
+    from ignite.engine import Engine
+
+    from rggan.handlers import BestGeneratorSaver
+
+    saver = BestGeneratorSaver(torch.nn.Linear(2, 1), tmp_path, interval=1)
+    engine = Engine(lambda e, b: None)
+    saver.attach(engine)
+    with pytest.raises(KeyError, match="eval_key_metric"):
+        engine.run([0], max_epochs=1)

@@ -316,3 +316,40 @@ def test_fixed_field_of_view_crop_keeps_nodule_size_in_pixels(small_copy, tmp_pa
     # with a fixed field of view the nodule's area in the crop follows its real area
     pixels, real = np.array(areas, float).T
     assert np.corrcoef(pixels, real)[0, 1] > 0.9
+
+
+def test_permute_rna_shuffles_whole_profiles_among_patients(small_download, tmp_path):
+    """The negative control: every patient gets another patient's whole expression profile."""
+    import json
+
+    from rggan.data.prepare import PrepareConfig, prepare_dataset
+
+    def vectors(folder):
+        dl = json.loads((folder / "datalist.json").read_text())
+        items = dl["training"] + dl["validation"]
+        return dl, {it["patient"]: np.load(folder / it["rna"]) for it in items}
+
+    plain = prepare_dataset(small_download.output, tmp_path / "plain", config=PrepareConfig(image_size=32),
+                            workers=1, progress=False)  # fmt: skip
+    shuffled = prepare_dataset(small_download.output, tmp_path / "perm", config=PrepareConfig(image_size=32, permute_rna=3),
+                               workers=1, progress=False)  # fmt: skip
+    dl_a, a = vectors(plain.output_dir)
+    dl_b, b = vectors(shuffled.output_dir)
+    assert dl_a["permute_rna"] is None and dl_b["permute_rna"] == 3
+    assert sorted(a) == sorted(b)
+    moved = [p for p in a if not np.array_equal(a[p], b[p])]
+    assert len(moved) >= 2
+    # each shuffled profile is one patient's raw profile through the (refitted) transform, and not its own
+    from rggan.data.prepare import find_rna_file
+    from rggan.data.rna import GeneTransform, read_rna_table
+
+    raw = read_rna_table(find_rna_file(small_download.output)).expression
+    transform = GeneTransform.load(shuffled.output_dir / "gene_transform.json")
+    donors = {p: [q for q in a if np.allclose(transform.transform(raw.loc[[q]])[0], v, atol=1e-5)] for p, v in b.items()}
+    assert all(len(d) == 1 for d in donors.values())
+    assert sorted(d[0] for d in donors.values()) == sorted(a)
+    assert sum(donors[p][0] != p for p in b) == len(moved)
+    # images are untouched
+    for p in a:
+        assert np.array_equal(np.load(plain.output_dir / "samples" / p / "image.npy"),
+                              np.load(shuffled.output_dir / "samples" / p / "image.npy"))  # fmt: skip

@@ -229,3 +229,70 @@ def test_resolve_truth_arguments(tmp_path):
     assert resolve_truth("auto", tmp_path) is None
     with pytest.raises(InputError, match="not found"):
         resolve_truth(tmp_path / "nope.json", tmp_path)
+
+
+def test_bootstrap_ci_matches_a_reference_resampling():
+    """Per-cell percentile intervals from patients resampled: checked against a plain numpy bootstrap."""
+    from rggan.radiogenomic_map import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    per_patient = rng.normal(1.0, 2.0, (3, 40, len(FEATURE_NAMES)))
+    per_patient[2] = 0.0  # a gene without effect: a zero-width interval at 0
+    ci = bootstrap_ci(torch.from_numpy(per_patient), ["a", "b", "c"], n_boot=2000, seed=1)
+    ref = np.stack([per_patient[:, rng.integers(0, 40, 40)].mean(1) for _ in range(2000)])
+    lo, hi = np.quantile(ref, 0.025, axis=0), np.quantile(ref, 0.975, axis=0)
+    assert np.allclose(ci["lo"].to_numpy(), lo, atol=0.12) and np.allclose(ci["hi"].to_numpy(), hi, atol=0.12)
+    mean = per_patient.mean(1)
+    assert (ci["lo"].to_numpy()[:2] < mean[:2]).all() and (mean[:2] < ci["hi"].to_numpy()[:2]).all()
+    assert np.allclose(ci["lo"].loc["c"], 0.0) and np.allclose(ci["hi"].loc["c"], 0.0)
+    width = (ci["hi"] - ci["lo"]).to_numpy()[:2].mean()
+    assert width == pytest.approx(2 * 1.96 * 2.0 / math.sqrt(40), rel=0.15)  # ~ the normal interval
+
+
+def test_synthesis_map_per_patient_effects_average_to_the_map():
+    reqs = _requests()
+    for i, r in enumerate(reqs):
+        r["patient"] = f"P{i // 2}"  # 3 patients x 2 latents
+    out = synthesis_map(DiskGenerator(), reqs, ["g0", "g1", "g2", "g3"], delta=0.25)
+    assert out["patients"] == ["P0", "P1", "P2"] and out["per_patient"].shape == (4, 3, len(FEATURE_NAMES))
+    assert np.allclose(out["per_patient"].nanmean(1).numpy(), out["effect"].to_numpy(), equal_nan=True)
+
+
+def test_conventional_map_q_values_are_scipy_fdr():
+    rng = np.random.default_rng(0)
+    feats = pd.DataFrame(rng.normal(size=(30, len(FEATURE_NAMES))), columns=list(FEATURE_NAMES))
+    expr = pd.DataFrame(rng.normal(size=(30, 20)), columns=[f"g{i}" for i in range(20)])
+    expr["g0"] = feats["mean_hu"] + 0.1 * rng.normal(size=30)
+    out = conventional_map(feats, expr)
+    for f in FEATURE_NAMES:
+        assert np.allclose(out["q"][f], stats.false_discovery_control(out["p"][f].to_numpy()))
+    assert out["q"].loc["g0", "mean_hu"] < 1e-6 and (out["q"] >= out["p"] - 1e-12).all().all()
+
+
+def test_map_agreement():
+    from rggan.radiogenomic_map import map_agreement
+
+    rng = np.random.default_rng(0)
+    base = pd.DataFrame(rng.normal(size=(50, 3)), index=[f"g{i}" for i in range(50)], columns=["a", "b", "c"])
+    scaled = base * [1.0, 100.0, 0.01]  # units differ per column: standardised away
+    noisy = base + rng.normal(scale=0.1, size=base.shape)
+    other = pd.DataFrame(rng.normal(size=(50, 3)), index=base.index, columns=base.columns)
+    out = map_agreement([base, scaled, noisy, other])
+    by_pair = {(p["a"], p["b"]): p["spearman"] for p in out["pairs"]}
+    assert by_pair[(0, 1)] > 0.99 and by_pair[(0, 2)] > 0.95 and abs(by_pair[(0, 3)]) < 0.2
+    assert out["min_spearman"] == pytest.approx(min(by_pair.values()))
+    with pytest.raises(InputError):
+        map_agreement([base])
+
+
+def test_traversal_sets_the_gene_and_keeps_the_rest():
+    from rggan.traversal import traversal_images, traversal_strip
+
+    reqs = _requests(n=3)
+    imgs = traversal_images(DiskGenerator(), reqs, gene_index=0, values=(-1.0, 0.0, 1.0))
+    assert imgs["image"].shape == (3, 3, 48, 48)
+    area = (imgs["mask"] > 0).flatten(2).sum(2).float()
+    # radius 8 + 2 * value px, whatever the patient's own gene 0
+    assert torch.allclose(area, torch.tensor([math.pi * 6**2, math.pi * 8**2, math.pi * 10**2]).expand(3, 3), rtol=0.08)
+    strip = traversal_strip(imgs, title="t", row_labels=["a", "b", "c"], values=(-1.0, 0.0, 1.0))
+    assert strip.ndim == 3 and strip.shape[2] == 3 and strip.shape[0] > 3 * 96

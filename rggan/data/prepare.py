@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rggan import __version__
 from rggan.data import dicom
@@ -64,6 +65,9 @@ class PrepareConfig:
             original research code's ``2 * max(w, h)`` of the tumour's bounding box, which scales every
             nodule to about the same size in pixels.
         genes: gene preprocessing (see :class:`rggan.data.rna.GeneTransformConfig`).
+        permute_rna: negative control. A seed: the expression profiles are shuffled among the included
+            patients (each patient gets another patient's whole RNA column), which breaks every true
+            gene-image link while keeping the genes' joint distribution; None (default): no shuffling.
     """
 
     image_size: int = 128
@@ -77,11 +81,12 @@ class PrepareConfig:
     base_slice_radius: int = 2
     crop_mm: float | None = None
     genes: GeneTransformConfig = field(default_factory=GeneTransformConfig)
+    permute_rna: int | None = None
 
     def image_fingerprint(self) -> str:
         """Hash of the settings that change the per-patient image files."""
         d = dataclasses.asdict(self)
-        for key in ("genes", "val_fraction"):
+        for key in ("genes", "val_fraction", "permute_rna"):
             d.pop(key)
         return _sha(json.dumps(d, sort_keys=True))
 
@@ -581,8 +586,15 @@ def prepare_dataset(
     for p in included:
         records[p].split = "validation" if p in validation else "training"
     train = [p for p in included if p not in validation]
-    transform = GeneTransform.fit(rna.expression, train, config.genes)
-    vectors = transform.transform(rna.expression.loc[included])
+    expression = rna.expression
+    if config.permute_rna is not None:  # negative control: every patient gets another patient's profile
+        donors = np.random.default_rng(config.permute_rna).permutation(included)
+        shuffled = expression.loc[list(donors)].set_axis(included, axis=0)
+        expression = pd.concat([shuffled, expression.drop(index=included)])
+        logger.warning("RNA profiles shuffled among %d patients (permute_rna=%d): a negative control.",
+                       len(included), config.permute_rna)
+    transform = GeneTransform.fit(expression, train, config.genes)
+    vectors = transform.transform(expression.loc[included])
     for p, vec in zip(included, vectors):
         atomic_save_npy(output_dir / "samples" / p / "rna.npy", vec.astype(np.float32))
     transform.save(output_dir / "gene_transform.json")
@@ -602,6 +614,7 @@ def prepare_dataset(
         "num_genes": transform.num_genes,
         "num_bases": config.num_bases,
         "seed": config.seed,
+        "permute_rna": config.permute_rna,
         "hu_range": [config.hu_min, config.hu_max],
         "gene_transform": "gene_transform.json",
         "training": [entry(p) for p in train],

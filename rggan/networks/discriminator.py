@@ -4,8 +4,20 @@ With D = ``d_n_feat``, E = ``embed_dim``, S = ``image_size``, k = S/16::
 
     I-path   image (1 ch)            -> 4 x [Conv s2, no bias] D, 2D, 4D, 8D @ k   (BN on all but the first,
     IS-path  cat(image, mask) (2 ch) -> same, own weights                          LeakyReLU 0.2 everywhere)
-    ISC      cat(tile(e, k x k), IS features) -> Conv3x3 s1 (8D+E -> 8D, no bias) + BN + LeakyReLU 0.2
+    ISC      cat(tile(c, k x k), IS features) -> Conv3x3 s1 (8D+E -> 8D, no bias) + BN + LeakyReLU 0.2
     heads    Conv k x k (8D -> 1, with bias) on ISC / I / IS features -> flattened logits (B,)
+
+The condition ``c`` is the generator's gene embedding ``e`` (E values, the paper's design) or, with
+``condition_dim`` set, the patient's expression vector itself (``condition_dim`` genes) mapped by D's
+own ``condition_encoder`` (Linear -> LeakyReLU 0.2, E outputs): a condition G cannot move, as in
+ordinary conditional GANs.
+
+``augment`` turns on differentiable augmentation (DiffAugment, Zhao et al. 2020) in training mode:
+every call draws, per sample, one of the 8 flips/transposes of the square and an integer translation of
+up to ``S/8`` pixels (border replicated), applied jointly to image and mask before both paths. Real,
+wrong and fake pairs are augmented alike, in the D and the G step, so D cannot memorise the few real
+nodules while G still learns the un-augmented distribution. Geometric only: intensity augmentations
+would change the HU phenotypes the map measures.
 
 No sigmoid (LSGAN), no spectral norm. Each call is its own BatchNorm forward, so callers must keep
 real / wrong / fake pairs in separate calls (as the paper trains) rather than concatenating them.
@@ -16,12 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
 from rggan.networks._sizes import check_positive, resolve_code_kernel
 
-__all__ = ["DiscriminatorOutput", "RGDiscriminator"]
+__all__ = ["DiscriminatorOutput", "RGDiscriminator", "dihedral_translate"]
 
 
 @dataclass
@@ -59,6 +72,32 @@ def _encoder(in_channels: int, d: int, kernel_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def dihedral_translate(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Random flip/transpose (one of 8) and integer translation per sample of (B, C, S, S) ``x``.
+
+    One ``grid_sample`` whose sampling points fall exactly on pixel centres (no interpolation: pixel
+    values are copied), border pixels replicated. Differentiable with respect to ``x``.
+
+    Args:
+        x: (B, C, S, S) batch; all channels of a sample get the same transform.
+        max_shift: largest translation in pixels along each axis (0: none).
+        generator: optional random generator (default: torch's global one).
+    """
+    b, s = x.shape[0], x.shape[-1]
+    dev = x.device
+    opts = {"device": dev, "generator": generator}
+    flip = torch.randint(0, 2, (b, 2), **opts).float() * 2 - 1  # +-1 per axis
+    swap = torch.randint(0, 2, (b,), **opts).bool()
+    shift = torch.randint(-max_shift, max_shift + 1, (b, 2), **opts).float() * (2.0 / s)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    eye = torch.tensor([[1.0, 0.0], [0.0, 1.0]], device=dev)
+    perm = torch.where(swap[:, None, None], eye.flip(1), eye)  # transpose swaps the axes
+    theta[:, :, :2] = perm * flip[:, :, None]
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode="nearest", padding_mode="border", align_corners=False)
+
+
 class RGDiscriminator(nn.Module):
     """The RG-GAN discriminator: (image, mask, embedding) -> :class:`DiscriminatorOutput`.
 
@@ -69,6 +108,10 @@ class RGDiscriminator(nn.Module):
         code_kernel: k; must equal ``image_size // 16`` (default: derived).
         kernel_size: 3 (the MONAI prototype, 3x3 s2 p1, about 6.15 M parameters at the defaults) or 4
             (the original research code, 4x4 s2 p1, about 8.56 M); both halve the size exactly.
+        condition_dim: None (default, the paper): the condition is G's embedding, E values. An int:
+            the condition is the expression vector of that many genes, encoded by D's own layer.
+        augment: differentiable geometric augmentation of every input pair in training mode
+            (:func:`dihedral_translate`, translation up to ``image_size // 8``).
 
     Raises:
         ValueError: inconsistent sizes or a kernel size other than 3 or 4.
@@ -81,9 +124,13 @@ class RGDiscriminator(nn.Module):
         image_size: int = 128,
         code_kernel: int | None = None,
         kernel_size: int = 3,
+        condition_dim: int | None = None,
+        augment: bool = False,
     ) -> None:
         super().__init__()
         check_positive(embed_dim=embed_dim, d_n_feat=d_n_feat)
+        if condition_dim is not None:
+            check_positive(condition_dim=condition_dim)
         if kernel_size not in (3, 4):
             raise ValueError(
                 f"kernel_size must be 3 (MONAI prototype) or 4 (original research code), got {kernel_size}"
@@ -94,6 +141,13 @@ class RGDiscriminator(nn.Module):
         self.image_size = image_size
         self.code_kernel = k
         self.kernel_size = kernel_size
+        self.condition_dim = embed_dim if condition_dim is None else int(condition_dim)
+        self.augment = bool(augment)
+        self.condition_encoder = (
+            None
+            if condition_dim is None
+            else nn.Sequential(nn.Linear(self.condition_dim, embed_dim), nn.LeakyReLU(0.2))
+        )
 
         d = d_n_feat
         self.i_path = _encoder(1, d, kernel_size)
@@ -120,16 +174,24 @@ class RGDiscriminator(nn.Module):
         Args:
             image: (B, 1, S, S) CT in [-1, 1].
             mask: (B, 1, S, S) mask in [-1, 1].
-            embedding: (B, E) gene embedding. It is used as given: the discriminator loss must pass it
-                **detached** (D must not train the generator's encoder), while the generator loss
-                passes it attached so that the encoder learns through the ISC head.
+            embedding: the condition: (B, E) gene embedding, or (B, ``condition_dim``) expression
+                vectors when D has its own condition encoder. An embedding is used as given: the
+                discriminator loss must pass it **detached** (D must not train the generator's
+                encoder), while the generator loss passes it attached so that the encoder learns
+                through the ISC head.
         """
         s = self.image_size
         for name, x in (("image", image), ("mask", mask)):
             if x.ndim != 4 or tuple(x.shape[1:]) != (1, s, s):
                 raise ValueError(f"{name} must be (B, 1, {s}, {s}), got {tuple(x.shape)}")
-        if embedding.ndim != 2 or embedding.shape[1] != self.embed_dim:
-            raise ValueError(f"embedding must be (B, {self.embed_dim}), got {tuple(embedding.shape)}")
+        if embedding.ndim != 2 or embedding.shape[1] != self.condition_dim:
+            what = "embedding" if self.condition_encoder is None else "expression vector"
+            raise ValueError(f"the condition ({what}) must be (B, {self.condition_dim}), got {tuple(embedding.shape)}")
+        if self.condition_encoder is not None:
+            embedding = self.condition_encoder(embedding)
+        if self.augment and self.training:
+            both = dihedral_translate(torch.cat([image, mask], dim=1), max(s // 8, 1))
+            image, mask = both[:, :1], both[:, 1:]
 
         f_i = self.i_path(image)
         f_is = self.is_path(torch.cat([image, mask], dim=1))

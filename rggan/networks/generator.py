@@ -15,6 +15,13 @@ S = ``image_size`` and k = S/16 (``code_kernel``)::
     alpha   = (t + 1)/2        (or (tanh t + 1)/2 with ``double_tanh``, the prototype's bug)
     image   = base * (1 - alpha) + f * alpha
 
+With ``texture_noise`` the head has a third channel a and the foreground gets per-pixel noise of a
+learned, conditioned amplitude (StyleGAN's noise inputs, Karras et al. 2019): ``f <- f + 0.25 sigmoid(3a) eps``
+with ``eps = reshape(P z) / sqrt(L)``, P a fixed random (S*S, L) matrix (not trained, not saved: rebuilt
+from a fixed seed). The noise is thus a deterministic function of z (same z, same texture; no random
+state in the forward pass), and each pixel is N(0, 1) when z ~ N(0, I). Without it the synthesis path,
+whose only randomness enters through the k x k code maps, cannot make pixel-level texture.
+
 BatchNorm is used throughout (also on the code projections), so training needs batch > 1 and
 single-sample inference needs ``eval()``.
 """
@@ -131,9 +138,11 @@ class SynthesisBlock(nn.Module):
     holds no BatchNorm or randomness, so values and gradients are unchanged. The LeakyReLU works in place.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, film_features: int = 0) -> None:
         super().__init__()
         c = channels
+        # optional FiLM (Perez et al. 2018) from the condition u = cat(e, z): out * (1 + gamma(u)) + beta(u)
+        self.film = nn.Linear(film_features, 2 * c) if film_features else None
         self.convs = nn.Sequential(
             Convolution(
                 2,
@@ -153,11 +162,18 @@ class SynthesisBlock(nn.Module):
         s = (torch.tanh(m) + 1) / 2
         return skip * s + adain(f * (1 - s), style), s
 
-    def forward(self, x: Tensor, skip: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, skip: Tensor, style: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = self.convs(x)
         if self.training and h.requires_grad:  # False under no_grad / inference_mode
-            return checkpoint(self._mix, h, skip, style, use_reentrant=False)
-        return self._mix(h, skip, style)
+            out, s = checkpoint(self._mix, h, skip, style, use_reentrant=False)
+        else:
+            out, s = self._mix(h, skip, style)
+        if self.film is not None:
+            if u is None:
+                raise ValueError("this synthesis block has a FiLM layer: pass the condition u")
+            gamma, beta = self.film(u)[:, :, None, None].chunk(2, dim=1)
+            out = out * (1 + gamma) + beta
+        return out, s
 
 
 def _upsample_block(channels: int) -> nn.Sequential:
@@ -181,6 +197,11 @@ class RGGenerator(nn.Module):
         image_size: S, a power of two >= 32.
         double_tanh: reproduce the prototype's second tanh on the mask channel before compositing
             (alpha confined to [0.119, 0.881]); default False: alpha = (t + 1)/2 spans [0, 1].
+        texture_noise: per-pixel foreground noise with a learned amplitude (see the module docstring).
+        film: also modulate every synthesis block's output by FiLM from ``u = cat(e, z)``
+            (``out * (1 + gamma(u)) + beta(u)``, one linear layer per block, zero-initialised by
+            :func:`rggan.networks.init_weights`' N(0, 0.02)), a direct path from the genes to every scale besides
+            AdaIN's channel statistics of the k x k code maps.
 
     Differences from the prototype, on purpose: no unused 32-channel code projection (fc0) and no
     unused image-stage FC; ``embed_dim`` and the input size are honoured. The background encoder's
@@ -199,6 +220,8 @@ class RGGenerator(nn.Module):
         code_kernel: int | None = None,
         image_size: int = 128,
         double_tanh: bool = False,
+        texture_noise: bool = False,
+        film: bool = False,
     ) -> None:
         super().__init__()
         check_positive(num_genes=num_genes, embed_dim=embed_dim, latent_size=latent_size, g_n_feat=g_n_feat)
@@ -210,6 +233,8 @@ class RGGenerator(nn.Module):
         self.code_kernel = k
         self.image_size = image_size
         self.double_tanh = bool(double_tanh)
+        self.texture_noise = bool(texture_noise)
+        self.film = bool(film)
 
         g = g_n_feat
         stage_channels = [16 * g, 8 * g, 4 * g, 2 * g]  # synthesis-block widths, coarse -> fine
@@ -223,9 +248,14 @@ class RGGenerator(nn.Module):
             enc.append(Convolution(2, c_in, c_out, strides=2, kernel_size=3, act=None, norm="batch", bias=True))
         self.background_encoder = nn.ModuleList(enc)
 
-        self.synthesis_blocks = nn.ModuleList(SynthesisBlock(c) for c in stage_channels)
+        film_features = embed_dim + latent_size if self.film else 0
+        self.synthesis_blocks = nn.ModuleList(SynthesisBlock(c, film_features) for c in stage_channels)
         self.upsample_blocks = nn.ModuleList(_upsample_block(c) for c in stage_channels)
-        self.head = nn.Sequential(Convolution(2, g, 2, kernel_size=3, conv_only=True, bias=False), nn.Tanh())
+        out_channels = 3 if self.texture_noise else 2
+        self.head = nn.Sequential(Convolution(2, g, out_channels, kernel_size=3, conv_only=True, bias=False), nn.Tanh())
+        if self.texture_noise:
+            proj = torch.randn(image_size * image_size, latent_size, generator=torch.Generator().manual_seed(0))
+            self.register_buffer("noise_projection", proj / latent_size**0.5, persistent=False)
 
     def forward(self, rna: Tensor, z: Tensor, base: Tensor) -> GeneratorOutput:
         """Synthesise a nodule for each (rna, z) inside its background patch ``base``.
@@ -254,14 +284,18 @@ class RGGenerator(nn.Module):
             feats.append(h)  # B0 (g@S) .. B4 (16g@k)
 
         # stage 1: background features through the convs, the code map is skip and style
-        h, switch = self.synthesis_blocks[0](feats[4], codes[0], codes[0])
+        film_u = u if self.film else None
+        h, switch = self.synthesis_blocks[0](feats[4], codes[0], codes[0], film_u)
         h = self.upsample_blocks[0](h)
         for j in range(1, 4):
-            h, switch = self.synthesis_blocks[j](h, feats[4 - j], codes[j])
+            h, switch = self.synthesis_blocks[j](h, feats[4 - j], codes[j], film_u)
             h = self.upsample_blocks[j](h)
 
         out = self.head(h)
         fg, t = out[:, 0:1], out[:, 1:2]
+        if self.texture_noise:
+            eps = (z.to(self.noise_projection.dtype) @ self.noise_projection.T).view(-1, 1, s, s).to(fg.dtype)
+            fg = fg + 0.25 * torch.sigmoid(3.0 * out[:, 2:3]) * eps  # out is tanh'd: 3x widens the sigmoid's range
         alpha = (torch.tanh(t) + 1) / 2 if self.double_tanh else (t + 1) / 2
         image = base * (1 - alpha) + fg * alpha
         return GeneratorOutput(embedding=e, image=image, mask=t, switch=switch.mean(dim=1, keepdim=True), alpha=alpha)
