@@ -15,8 +15,8 @@ Everything else the training bundle uses comes from MONAI (``StatsHandler``, ``T
 """
 
 from rggan.handlers.best_generator import BestGeneratorSaver
-from rggan.handlers.conditioning_probe import ConditioningProbe
 from rggan.handlers.checkpoint import CheckpointSaver, find_latest_checkpoint
+from rggan.handlers.conditioning_probe import ConditioningProbe
 from rggan.handlers.ema import ForeachEMAHandler
 from rggan.handlers.gene_lasso import GeneGroupLasso
 from rggan.handlers.sample_saver import SampleSaver, make_grid

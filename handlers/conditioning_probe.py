@@ -29,6 +29,11 @@ from torch import nn
 __all__ = ["ConditioningProbe"]
 
 
+def _stack(items: list[dict[str, Any]], key: str, index: slice | None = None) -> torch.Tensor:
+    arrays = [np.load(it[key]) for it in items]
+    return torch.from_numpy(np.stack([a[index] if index is not None else a for a in arrays])).float()
+
+
 class ConditioningProbe:
     """Measure how much G uses its genes and noise, and how D judges the gene match (see module docstring).
 
@@ -74,10 +79,12 @@ class ConditioningProbe:
             items = load_datalist(self.dataset_dir, split, required=False)
             if len(items) < 2:
                 continue
-            stack = lambda key, idx=None: torch.from_numpy(  # noqa: E731
-                np.stack([np.load(it[key])[idx] if idx is not None else np.load(it[key]) for it in items])
-            ).float()
-            out[split] = {"rna": stack("rna"), "image": stack("image"), "mask": stack("mask"), "base": stack("bases", slice(0, 1))}
+            out[split] = {
+                "rna": _stack(items, "rna"),
+                "image": _stack(items, "image"),
+                "mask": _stack(items, "mask"),
+                "base": _stack(items, "bases", slice(0, 1)),
+            }
         return out
 
     def attach(self, engine: Engine) -> None:

@@ -101,7 +101,9 @@ def _cmd_map_agreement(args: argparse.Namespace) -> int:
     for folder in args.maps:
         path = Path(folder) / "synthesis_map.csv"
         if not path.is_file():
-            raise SystemExit(f"rggan map-agreement: {path} not found (pass output folders of `run radiogenomic_map`)")
+            raise SystemExit(
+                f"rggan map-agreement: {path} not found (pass output folders of `run radiogenomic_map`)"
+            )
         tables.append(pd.read_csv(path, index_col=0))
     result = map_agreement(tables)
     for p in result["pairs"]:
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-mm", type=float, default=None, help="fixed crop side in mm (default: 2x nodule box)")
     p.add_argument(
         "--permute-rna", type=int, default=None, metavar="SEED",
-        help="negative control: shuffle the RNA profiles among the patients with this seed (breaks every gene-image link)",
+        help="negative control: shuffle the RNA profiles among the patients with this seed "
+        "(breaks every gene-image link)",
     )  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation patients fraction (default 0.2)")
     p.add_argument("--max-na-fraction", type=float, default=0.0, help="drop genes with more NAs (default 0)")

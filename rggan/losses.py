@@ -85,7 +85,9 @@ def _mse_to(logits: Tensor, target: float) -> Tensor:
 
 def _check_condition(condition: str) -> str:
     if condition not in ("embedding", "rna"):
-        raise ValueError(f"condition must be 'embedding' (G's gene embedding) or 'rna' (the expression), got {condition!r}")
+        raise ValueError(
+            f"condition must be 'embedding' (G's gene embedding) or 'rna' (the expression), got {condition!r}"
+        )
     return condition
 
 
@@ -212,7 +214,8 @@ class GeneratorLoss:
         c_shape: coefficient of the paired margin term (soft irregularity of the mask); 0: off.
 
     Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
-    ``"g_tex"``, ``"g_shape"`` (those with a non-zero coefficient), each already multiplied by its coefficient. The background L1 is a mean
+    ``"g_tex"``, ``"g_shape"`` (those with a non-zero coefficient), each already multiplied by its
+    coefficient. The background L1 is a mean
     over all B·S² pixels (pixels outside M count as zeros), not normalised by the area of M, as in
     the prototype.
     """
@@ -229,7 +232,9 @@ class GeneratorLoss:
         c_tex: float = 0.0,
         c_shape: float = 0.0,
     ) -> None:
-        c = _check_coefficients(c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape)
+        c = _check_coefficients(
+            c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape
+        )
         self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
         self.c_bg, self.c_rec, self.c_tex, self.c_shape = c["c_bg"], c["c_rec"], c["c_tex"], c["c_shape"]
         self.condition = _check_condition(condition)

@@ -538,7 +538,12 @@ def map_agreement(tables: Sequence[pd.DataFrame]) -> dict[str, Any]:
                 }
             )
     rhos = [p["spearman"] for p in pairs]
-    return {"genes": len(genes), "pairs": pairs, "min_spearman": float(np.nanmin(rhos)), "mean_spearman": float(np.nanmean(rhos))}
+    return {
+        "genes": len(genes),
+        "pairs": pairs,
+        "min_spearman": float(np.nanmin(rhos)),
+        "mean_spearman": float(np.nanmean(rhos)),
+    }
 
 
 def summarise_scores(scores: pd.DataFrame) -> dict[str, float]:
@@ -777,7 +782,9 @@ def run_radiogenomic_map(
         network, requests, gene_names, delta=delta, genes=genes, modules=module_map, batch_size=batch_size,
         device=device, progress=progress, main_component_only=main_component_only,
     )  # fmt: skip
-    ci = bootstrap_ci(synth["per_patient"], synth["effect"].index, n_boot=n_boot, level=ci_level, seed=seed) if n_boot else None
+    ci = None
+    if n_boot:
+        ci = bootstrap_ci(synth["per_patient"], synth["effect"].index, n_boot=n_boot, level=ci_level, seed=seed)
     conv = conventional_map(real, expression, genes=genes if module_map is None else None)
     scores: dict[str, pd.DataFrame] = {}
     main: dict[str, Any] = {}
@@ -841,7 +848,8 @@ def run_radiogenomic_map(
             "confidence_interval": f"percentile bootstrap over patients, {n_boot} replicates, level {ci_level}"
             if n_boot
             else None,
-            "conventional_q": "Benjamini-Hochberg FDR over the genes of each feature (scipy.stats.false_discovery_control)",
+            "conventional_q": "Benjamini-Hochberg FDR over the genes of each feature "
+            "(scipy.stats.false_discovery_control)",
             "truth_file": str(truth_path) if truth_path else None,
             "truth_scores": score_json,
             "seconds": round(time.perf_counter() - t0, 2),

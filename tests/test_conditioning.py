@@ -175,7 +175,8 @@ def _tracking(g: RGGenerator, rna: torch.Tensor, base: torch.Tensor) -> dict[str
     area = inside.flatten(1).sum(1)
     mean = ((out.image * inside).flatten(1).sum(1) / area.clamp(min=1)).view(8, 5)
     radius = (area / math.pi).sqrt().view(8, 5)
-    slope = lambda y: float(((y - y.mean(1, keepdim=True)) * (sweep - sweep.mean())).sum(1).mean() / ((sweep - sweep.mean()) ** 2).sum())  # noqa: E731
+    sc = sweep - sweep.mean()
+    slope = lambda y: float(((y - y.mean(1, keepdim=True)) * sc).sum(1).mean() / (sc**2).sum())  # noqa: E731
     return {"brightness": slope(mean), "radius": slope(radius)}
 
 

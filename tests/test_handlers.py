@@ -184,7 +184,6 @@ def test_foreach_ema_matches_ignite_ema():
 
 def test_best_generator_saver_keeps_the_best_and_writes_it_as_model_pt(tmp_path):
     from ignite.engine import Engine, Events
-
     from rggan.handlers import BestGeneratorSaver
 
     net = torch.nn.Linear(2, 1)
@@ -209,7 +208,6 @@ def test_best_generator_saver_keeps_the_best_and_writes_it_as_model_pt(tmp_path)
 
 def test_best_generator_saver_needs_its_metric(tmp_path):
     from ignite.engine import Engine
-
     from rggan.handlers import BestGeneratorSaver
 
     saver = BestGeneratorSaver(torch.nn.Linear(2, 1), tmp_path, interval=1)

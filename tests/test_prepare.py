@@ -331,8 +331,8 @@ def test_permute_rna_shuffles_whole_profiles_among_patients(small_download, tmp_
 
     plain = prepare_dataset(small_download.output, tmp_path / "plain", config=PrepareConfig(image_size=32),
                             workers=1, progress=False)  # fmt: skip
-    shuffled = prepare_dataset(small_download.output, tmp_path / "perm", config=PrepareConfig(image_size=32, permute_rna=3),
-                               workers=1, progress=False)  # fmt: skip
+    config = PrepareConfig(image_size=32, permute_rna=3)
+    shuffled = prepare_dataset(small_download.output, tmp_path / "perm", config=config, workers=1, progress=False)
     dl_a, a = vectors(plain.output_dir)
     dl_b, b = vectors(shuffled.output_dir)
     assert dl_a["permute_rna"] is None and dl_b["permute_rna"] == 3
@@ -345,7 +345,9 @@ def test_permute_rna_shuffles_whole_profiles_among_patients(small_download, tmp_
 
     raw = read_rna_table(find_rna_file(small_download.output)).expression
     transform = GeneTransform.load(shuffled.output_dir / "gene_transform.json")
-    donors = {p: [q for q in a if np.allclose(transform.transform(raw.loc[[q]])[0], v, atol=1e-5)] for p, v in b.items()}
+    donors = {
+        p: [q for q in a if np.allclose(transform.transform(raw.loc[[q]])[0], v, atol=1e-5)] for p, v in b.items()
+    }
     assert all(len(d) == 1 for d in donors.values())
     assert sorted(d[0] for d in donors.values()) == sorted(a)
     assert sum(donors[p][0] != p for p in b) == len(moved)
