@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -122,7 +120,7 @@ def fast_synthesis_map(
         with the directions, the step, the fraction of the shifts' energy the directions capture and the
         number of generations.
     """
-    from rggan.radiogenomic_map import _units
+    from rggan.radiogenomic_map import _collate, _mean_sem, _units
 
     if delta <= 0:
         raise InputError(f"delta must be > 0, got {delta}")
@@ -133,12 +131,7 @@ def fast_synthesis_map(
     _encoder_parts(network)
     was_training = network.training
     network.eval()
-    rna = torch.as_tensor(np.stack([np.asarray(r["rna"], np.float32) for r in requests])).to(device)
-    if rna.shape[1] != len(gene_names):
-        raise InputError(f"the expression vectors have {rna.shape[1]} genes, gene_names {len(gene_names)}")
-    z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
-    base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
-    spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
+    rna, z, base, spacing = _collate(requests, len(gene_names), device)
     n_req, n_units, n_feat = rna.shape[0], len(names), len(FEATURE_NAMES)
     unit_shift = torch.zeros(n_units, rna.shape[1], device=device)
     for u, cols in enumerate(unit_idx):
@@ -198,13 +191,6 @@ def fast_synthesis_map(
             cnt += ok.sum(0)
     finally:
         network.train(was_training)
-    cnt2 = cnt.expand(n_units, n_feat)
-    mean = torch.where(cnt2 > 0, s1 / cnt2.clamp(min=1), torch.full_like(s1, float("nan")))
-    var = torch.where(
-        cnt2 > 1, (s2 - cnt2 * mean.nan_to_num() ** 2) / (cnt2 - 1).clamp(min=1), torch.full_like(s1, float("nan"))
-    )
-    sem = (var.clamp(min=0) / cnt2.clamp(min=1)).sqrt()
-    frame = lambda t: pd.DataFrame(t.cpu().numpy(), index=pd.Index(names, name="gene"), columns=list(FEATURE_NAMES))  # noqa: E731
     info = {
         "method": "fast",
         "directions": int(k),
@@ -214,4 +200,4 @@ def fast_synthesis_map(
         "generations": int(n_req * 2 * k),
         "pilot_samples": int(pilot.numel()),
     }
-    return {"effect": frame(mean), "sem": frame(sem), "n": frame(cnt2), "info": info}
+    return {**_mean_sem(s1, s2, cnt.expand(n_units, n_feat), names), "info": info}

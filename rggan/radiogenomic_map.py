@@ -91,6 +91,30 @@ def _units(
     return chosen, [[index[g]] for g in chosen]
 
 
+def _collate(
+    requests: Sequence[Mapping[str, Any]], num_genes: int, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(rna, z, base, spacing)`` batches of the request dicts on ``device`` (spacing in float64)."""
+    rna = torch.as_tensor(np.stack([np.asarray(r["rna"], np.float32) for r in requests])).to(device)
+    if rna.shape[1] != num_genes:
+        raise InputError(f"the expression vectors have {rna.shape[1]} genes, gene_names {num_genes}")
+    z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
+    base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
+    spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
+    return rna, z, base, spacing
+
+
+def _mean_sem(s1: torch.Tensor, s2: torch.Tensor, cnt: torch.Tensor, names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{"effect", "sem", "n"}`` DataFrames (units × features) from per-unit sums, sums of squares and counts."""
+    mean = torch.where(cnt > 0, s1 / cnt.clamp(min=1), torch.full_like(s1, float("nan")))
+    var = torch.where(
+        cnt > 1, (s2 - cnt * mean.nan_to_num() ** 2) / (cnt - 1).clamp(min=1), torch.full_like(s1, float("nan"))
+    )
+    sem = (var.clamp(min=0) / cnt.clamp(min=1)).sqrt()
+    frame = lambda t: pd.DataFrame(t.cpu().numpy(), index=pd.Index(names, name="gene"), columns=list(FEATURE_NAMES))  # noqa: E731
+    return {"effect": frame(mean), "sem": frame(sem), "n": frame(cnt)}
+
+
 @torch.no_grad()
 def synthesis_map(
     network: torch.nn.Module,
@@ -130,12 +154,7 @@ def synthesis_map(
     device = device or next(network.parameters()).device
     was_training = network.training
     network.eval()
-    rna = torch.as_tensor(np.stack([np.asarray(r["rna"], np.float32) for r in requests])).to(device)
-    if rna.shape[1] != len(gene_names):
-        raise InputError(f"the expression vectors have {rna.shape[1]} genes, gene_names {len(gene_names)}")
-    z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
-    base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
-    spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
+    rna, z, base, spacing = _collate(requests, len(gene_names), device)
     n_req, n_units, n_feat = rna.shape[0], len(names), len(FEATURE_NAMES)
     shift = torch.zeros(n_units, rna.shape[1], device=device)
     for u, cols in enumerate(unit_idx):
@@ -169,13 +188,7 @@ def synthesis_map(
             cnt.index_add_(0, u, ok.to(torch.float64))
     finally:
         network.train(was_training)
-    mean = torch.where(cnt > 0, s1 / cnt.clamp(min=1), torch.full_like(s1, float("nan")))
-    var = torch.where(
-        cnt > 1, (s2 - cnt * mean.nan_to_num() ** 2) / (cnt - 1).clamp(min=1), torch.full_like(s1, float("nan"))
-    )
-    sem = (var.clamp(min=0) / cnt.clamp(min=1)).sqrt()
-    frame = lambda t: pd.DataFrame(t.cpu().numpy(), index=pd.Index(names, name="gene"), columns=list(FEATURE_NAMES))  # noqa: E731
-    return {"effect": frame(mean), "sem": frame(sem), "n": frame(cnt)}
+    return _mean_sem(s1, s2, cnt, names)
 
 
 # ---------------------------------------------------------------------------------------------- conventional map
