@@ -1,7 +1,7 @@
 """Radiogenomic-map benchmark: the fast (embedding-linearised) map against the exact finite-difference map.
 
     nice python benchmarks/radiogenomic_map.py --out map.json \
-        [--ckpt <model.pt> --prepared <prepared folder> --truth <demo_truth.json>] [--num-latents 2] \
+        --ckpt <model.pt> --prepared <prepared folder> [--truth <demo_truth.json>] [--num-latents 2] \
         [--deltas 0.5 0.1] [--directions all 16 8] [--default-directions 8] \
         [--paper-patients 117 --paper-latents 4] [--skip-paper] [--skip-agreement]
 
@@ -144,8 +144,8 @@ def paper_timing(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="/tmp/wt11out/models/model.pt", help="trained demo generator")
-    p.add_argument("--prepared", default="/tmp/wt11out/prepared", help="its prepared dataset folder")
+    p.add_argument("--ckpt", default=None, help="trained demo generator (needed unless --skip-agreement)")
+    p.add_argument("--prepared", default=None, help="its prepared dataset folder")
     p.add_argument("--truth", default=None, help="demo_truth.json (default: found from the prepared folder)")
     p.add_argument("--num-latents", type=int, default=2)
     p.add_argument("--random-genes", type=int, default=100)
@@ -168,6 +168,8 @@ def main() -> None:
         args.default_directions = int(args.default_directions)
     payload: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
     if not args.skip_agreement:
+        if not (args.ckpt and args.prepared):
+            p.error("the agreement part needs --ckpt and --prepared (or pass --skip-agreement)")
         if args.truth is None:
             from rggan.radiogenomic_map import find_truth
 
