@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -92,6 +93,30 @@ def _units(
     return chosen, [[index[g]] for g in chosen]
 
 
+def _collate(
+    requests: Sequence[Mapping[str, Any]], num_genes: int, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(rna, z, base, spacing)`` batches of the request dicts on ``device`` (spacing in float64)."""
+    rna = torch.as_tensor(np.stack([np.asarray(r["rna"], np.float32) for r in requests])).to(device)
+    if rna.shape[1] != num_genes:
+        raise InputError(f"the expression vectors have {rna.shape[1]} genes, gene_names {num_genes}")
+    z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
+    base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
+    spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
+    return rna, z, base, spacing
+
+
+def _mean_sem(s1: torch.Tensor, s2: torch.Tensor, cnt: torch.Tensor, names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{"effect", "sem", "n"}`` DataFrames (units × features) from per-unit sums, sums of squares and counts."""
+    mean = torch.where(cnt > 0, s1 / cnt.clamp(min=1), torch.full_like(s1, float("nan")))
+    var = torch.where(
+        cnt > 1, (s2 - cnt * mean.nan_to_num() ** 2) / (cnt - 1).clamp(min=1), torch.full_like(s1, float("nan"))
+    )
+    sem = (var.clamp(min=0) / cnt.clamp(min=1)).sqrt()
+    frame = lambda t: pd.DataFrame(t.cpu().numpy(), index=pd.Index(names, name="gene"), columns=list(FEATURE_NAMES))  # noqa: E731
+    return {"effect": frame(mean), "sem": frame(sem), "n": frame(cnt)}
+
+
 @torch.no_grad()
 def synthesis_map(
     network: torch.nn.Module,
@@ -133,12 +158,7 @@ def synthesis_map(
     device = device or next(network.parameters()).device
     was_training = network.training
     network.eval()
-    rna = torch.as_tensor(np.stack([np.asarray(r["rna"], np.float32) for r in requests])).to(device)
-    if rna.shape[1] != len(gene_names):
-        raise InputError(f"the expression vectors have {rna.shape[1]} genes, gene_names {len(gene_names)}")
-    z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
-    base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
-    spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
+    rna, z, base, spacing = _collate(requests, len(gene_names), device)
     n_req, n_units, n_feat = rna.shape[0], len(names), len(FEATURE_NAMES)
     labels = [str(r.get("patient", i)) for i, r in enumerate(requests)]
     patients = list(dict.fromkeys(labels))
@@ -180,17 +200,12 @@ def synthesis_map(
             pc.index_add_(0, u * n_pat + pid[r], ok.to(torch.float64))
     finally:
         network.train(was_training)
-    mean = torch.where(cnt > 0, s1 / cnt.clamp(min=1), torch.full_like(s1, float("nan")))
-    var = torch.where(
-        cnt > 1, (s2 - cnt * mean.nan_to_num() ** 2) / (cnt - 1).clamp(min=1), torch.full_like(s1, float("nan"))
-    )
-    sem = (var.clamp(min=0) / cnt.clamp(min=1)).sqrt()
-    frame = lambda t: pd.DataFrame(t.cpu().numpy(), index=pd.Index(names, name="gene"), columns=list(FEATURE_NAMES))  # noqa: E731
     per_patient = torch.where(pc > 0, p1 / pc.clamp(min=1), torch.full_like(p1, float("nan")))
     return {
-        "effect": frame(mean), "sem": frame(sem), "n": frame(cnt),
-        "per_patient": per_patient.view(n_units, n_pat, n_feat).cpu(), "patients": patients,
-    }  # fmt: skip
+        **_mean_sem(s1, s2, cnt, names),
+        "per_patient": per_patient.view(n_units, n_pat, n_feat).cpu(),
+        "patients": patients,
+    }
 
 
 def bootstrap_ci(
@@ -708,6 +723,8 @@ def run_radiogenomic_map(
     ci_level: float = 0.95,
     traversal_top_n: int = 2,
     traversal_patients: int = 4,
+    method: str = "exact",
+    directions: int | str = 8,
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Both maps for a trained generator on a prepared dataset, written to ``output_dir``.
@@ -730,6 +747,10 @@ def run_radiogenomic_map(
         summary.json                 settings, counts, timing and the scores
 
     Args:
+        method: ``"exact"`` (:func:`synthesis_map`, 2 generations per gene × sample) or ``"fast"``
+            (:func:`rggan.fast_map.fast_synthesis_map`, linearised in the gene embedding: ``2 × directions``
+            generations per sample whatever the number of genes).
+        directions: embedding directions of the fast map (``"all"``: ``embed_dim``).
         truth_file: ``"auto"`` (look beside the raw demo download the prepared folder came from),
             a path, or None (no scoring).
         n_boot, ci_level: bootstrap replicates and coverage of the per-cell confidence intervals
@@ -778,12 +799,19 @@ def run_radiogenomic_map(
         columns=gene_names,
     )
 
-    synth = synthesis_map(
+    if method not in ("exact", "fast"):
+        raise InputError(f"method must be 'exact' or 'fast', got {method!r}")
+    map_fn = synthesis_map
+    if method == "fast":
+        from rggan.fast_map import fast_synthesis_map
+
+        map_fn = functools.partial(fast_synthesis_map, directions=directions)
+    synth = map_fn(
         network, requests, gene_names, delta=delta, genes=genes, modules=module_map, batch_size=batch_size,
         device=device, progress=progress, main_component_only=main_component_only,
     )  # fmt: skip
     ci = None
-    if n_boot:
+    if n_boot and "per_patient" in synth:  # the exact map (the fast map has no per-patient effects)
         ci = bootstrap_ci(synth["per_patient"], synth["effect"].index, n_boot=n_boot, level=ci_level, seed=seed)
     conv = conventional_map(real, expression, genes=genes if module_map is None else None)
     scores: dict[str, pd.DataFrame] = {}
@@ -835,7 +863,15 @@ def run_radiogenomic_map(
             (staging / "truth_scores.json").write_text(json.dumps(score_json, indent=1) + "\n")
         summary = {
             "method": "central finite differences of generated-nodule features, (f(x+delta) - f(x-delta)) / (2 delta), "
-            "averaged over patients x latents; z and background fixed",
+            "averaged over patients x latents; z and background fixed"
+            + (
+                "; fast: the generator linearised in the gene embedding (finite differences along the top "
+                "principal directions of the genes' embedding shifts, exact encoder differences)"
+                if method == "fast"
+                else ""
+            ),
+            "map_method": method,
+            "fast_map": synth.get("info"),
             "delta": delta,
             "units": unit,
             "n_units": int(synth["effect"].shape[0]),

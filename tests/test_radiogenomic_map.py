@@ -296,3 +296,95 @@ def test_traversal_sets_the_gene_and_keeps_the_rest():
     assert torch.allclose(area, torch.tensor([math.pi * 6**2, math.pi * 8**2, math.pi * 10**2]).expand(3, 3), rtol=0.08)
     strip = traversal_strip(imgs, title="t", row_labels=["a", "b", "c"], values=(-1.0, 0.0, 1.0))
     assert strip.ndim == 3 and strip.shape[2] == 3 and strip.shape[0] > 3 * 96
+# ---------------------------------------------------------------------------------------------- fast map
+
+
+class EmbeddingDiskGenerator(torch.nn.Module):
+    """A disk generator behind a real (nonlinear) gene encoder, with the fast map's interface.
+
+    ``e = W2 LeakyReLU(W1 rna)`` (E = 3); radius ``8 + 2 e0`` px, brightness ``base + 0.1 e1`` inside; e2 unused.
+    Counts the generations it is asked for (``generated``).
+    """
+
+    def __init__(self, num_genes: int = 6, size: int = 48) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.gene_encoder = torch.nn.Sequential(
+            torch.nn.Linear(num_genes, 8, bias=False), torch.nn.LeakyReLU(0.2), torch.nn.Linear(8, 3, bias=False)
+        )
+        with torch.no_grad():
+            for layer in (self.gene_encoder[0], self.gene_encoder[2]):
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen))
+        yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+        self.register_buffer("rr", ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt())
+        self.generated = 0
+
+    def encode_background(self, base):
+        return [base]
+
+    def synthesise(self, e, z, base, background=None):
+        self.generated += e.shape[0]
+        radius = (8.0 + 2.0 * e[:, 0]).view(-1, 1, 1, 1)
+        mask = (radius - self.rr).clamp(-1, 1)
+        image = torch.where(mask > 0, base + 0.1 * e[:, 1].view(-1, 1, 1, 1), base)
+        return SimpleNamespace(image=image, mask=mask)
+
+    def forward(self, rna, z, base):
+        return self.synthesise(self.gene_encoder(rna), z, base)
+
+
+def test_fast_map_matches_the_exact_map_through_a_nonlinear_encoder():
+    """mean HU is linear in e1, so the fast map (any step) must equal the exact map; radius up to pixel steps."""
+    from rggan.fast_map import fast_synthesis_map
+
+    net = EmbeddingDiskGenerator(num_genes=6)
+    requests = _requests(n=24, g=6)
+    genes = [f"G{i}" for i in range(6)]
+    exact = synthesis_map(net, requests, genes, delta=0.5)["effect"]
+    fast = fast_synthesis_map(net, requests, genes, delta=0.5, directions="all")
+    assert fast["info"]["directions"] == 3 and fast["info"]["generations"] == 24 * 6
+    np.testing.assert_allclose(fast["effect"]["mean_hu"], exact["mean_hu"], rtol=1e-4, atol=1e-3)
+    # the radius moves in whole pixels: the two maps agree in sign and roughly in size
+    r_exact, r_fast = exact["equivalent_radius_mm"], fast["effect"]["equivalent_radius_mm"]
+    assert stats.spearmanr(r_exact, r_fast).statistic > 0.9
+    np.testing.assert_allclose(r_fast, r_exact, rtol=0.35, atol=0.05)
+    # at a tiny delta (no LeakyReLU kink crossed) the encoder secant is its Jacobian: 75 HU x mean d e1 / d rna
+    small = fast_synthesis_map(net, requests, genes, delta=1e-4, directions="all")["effect"]["mean_hu"]
+    jac = torch.func.vmap(torch.func.jacrev(net.gene_encoder))(torch.tensor(np.stack([r["rna"] for r in requests])))
+    np.testing.assert_allclose(small, 75.0 * jac[:, 1].mean(0).detach().numpy(), rtol=1e-3, atol=1e-2)
+
+
+def test_fast_map_cost_does_not_grow_with_genes():
+    from rggan.fast_map import fast_synthesis_map
+
+    counts = {}
+    for g in (6, 60):
+        net = EmbeddingDiskGenerator(num_genes=g)
+        fast_synthesis_map(net, _requests(n=5, g=g), [f"G{i}" for i in range(g)], directions=2, batch_size=8)
+        counts[g] = net.generated
+    assert counts[6] == counts[60] == 5 * 2 * 2
+    net = EmbeddingDiskGenerator(num_genes=6)  # the exact map: 2 per gene x sample
+    synthesis_map(net, _requests(n=5, g=6), [f"G{i}" for i in range(6)])
+    assert net.generated == 5 * 6 * 2
+
+
+def test_fast_map_on_an_rggenerator(tmp_path):
+    """Fewer directions than embed_dim on a real generator: finite effects, modules, explained energy in (0, 1]."""
+    from rggan.fast_map import fast_synthesis_map
+    from rggan.inference import build_inputs, load_generator
+
+    setup = make_setup(tmp_path)
+    g = load_generator(setup["ckpt"], setup["prepared"])
+    e0 = g.gene_encoder(torch.zeros(2, g.num_genes))
+    z, base = torch.zeros(2, g.latent_size), torch.full((2, 1, g.image_size, g.image_size), -0.7)
+    bg = g.encode_background(base)
+    torch.testing.assert_close(g.synthesise(e0, z, base, bg).image, g(torch.zeros(2, g.num_genes), z, base).image)
+    req = build_inputs(
+        setup["prepared"], num_genes=12, image_size=g.image_size, latent_size=g.latent_size, num_samples=1, split="all"
+    )
+    out = fast_synthesis_map(g, req, GENES, directions=2, modules={"m": ["G0", "G1"], "n": ["G2"]})
+    assert list(out["effect"].index) == ["m", "n"] and out["info"]["directions"] == 2
+    assert 0 < out["info"]["explained_shift_energy"] <= 1 + 1e-6 and out["info"]["generations"] == len(req) * 4
+    assert np.isfinite(out["effect"]["area_mm2"]).all()
+    with pytest.raises(InputError, match="directions"):
+        fast_synthesis_map(g, req, GENES, directions=0)

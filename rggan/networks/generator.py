@@ -162,8 +162,8 @@ class SynthesisBlock(nn.Module):
         s = (torch.tanh(m) + 1) / 2
         return skip * s + adain(f * (1 - s), style), s
 
-    def forward(self, x: Tensor, skip: Tensor, style: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self.convs(x)
+    def mix(self, h: Tensor, skip: Tensor, style: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The switch/AdaIN (and FiLM) part on convolved features ``h = self.convs(x)``; returns ``(out, s)``."""
         if self.training and h.requires_grad:  # False under no_grad / inference_mode
             out, s = checkpoint(self._mix, h, skip, style, use_reentrant=False)
         else:
@@ -174,6 +174,9 @@ class SynthesisBlock(nn.Module):
             gamma, beta = self.film(u)[:, :, None, None].chunk(2, dim=1)
             out = out * (1 + gamma) + beta
         return out, s
+
+    def forward(self, x: Tensor, skip: Tensor, style: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.mix(self.convs(x), skip, style, u)
 
 
 def _upsample_block(channels: int) -> nn.Sequential:
@@ -265,27 +268,57 @@ class RGGenerator(nn.Module):
             z: (B, L) noise, normally N(0, I).
             base: (B, 1, S, S) nodule-free background patch in [-1, 1].
         """
-        s = self.image_size
         if rna.ndim != 2 or rna.shape[1] != self.num_genes:
             raise ValueError(f"rna must be (B, {self.num_genes}), got {tuple(rna.shape)}")
-        if z.ndim != 2 or z.shape[1] != self.latent_size:
-            raise ValueError(f"z must be (B, {self.latent_size}), got {tuple(z.shape)}")
-        if base.ndim != 4 or tuple(base.shape[1:]) != (1, s, s):
-            raise ValueError(f"base must be (B, 1, {s}, {s}), got {tuple(base.shape)}")
+        return self.synthesise(self.gene_encoder(rna), z, base)
 
-        e = self.gene_encoder(rna)
-        u = torch.cat([e, z], dim=1)
-        codes = [proj(u) for proj in self.code_projections]  # 16g@k, 8g@k, 4g@k, 2g@k
+    def encode_background(self, base: Tensor) -> list[Tensor]:
+        """Everything that depends on ``base`` only: B0..B4 and the stage-1 convolution of B4.
 
+        Args:
+            base: (B, 1, S, S) background patches.
+
+        Returns:
+            ``[B0, B1, B2, B3, B4, convs1(B4)]``; pass it to :meth:`synthesise` to reuse it for many
+            (e, z) of the same background (e.g. the radiogenomic maps).
+        """
         feats = []
         h = base
         for block in self.background_encoder:
             h = block(h)
             feats.append(h)  # B0 (g@S) .. B4 (16g@k)
+        feats.append(self.synthesis_blocks[0].convs(feats[4]))
+        return feats
+
+    def synthesise(
+        self, e: Tensor, z: Tensor, base: Tensor, background: list[Tensor] | None = None
+    ) -> GeneratorOutput:
+        """The generator from the gene embedding on: ``G`` with ``gene_encoder(rna)`` replaced by ``e``.
+
+        Args:
+            e: (B, E) gene embeddings.
+            z: (B, L) noise.
+            base: (B, 1, S, S) background patches.
+            background: :meth:`encode_background` of ``base`` (computed when None).
+
+        Returns:
+            the :class:`GeneratorOutput` (its ``embedding`` is ``e``).
+        """
+        s = self.image_size
+        if e.ndim != 2 or e.shape[1] != self.embed_dim:
+            raise ValueError(f"e must be (B, {self.embed_dim}), got {tuple(e.shape)}")
+        if z.ndim != 2 or z.shape[1] != self.latent_size:
+            raise ValueError(f"z must be (B, {self.latent_size}), got {tuple(z.shape)}")
+        if base.ndim != 4 or tuple(base.shape[1:]) != (1, s, s):
+            raise ValueError(f"base must be (B, 1, {s}, {s}), got {tuple(base.shape)}")
+
+        u = torch.cat([e, z], dim=1)
+        codes = [proj(u) for proj in self.code_projections]  # 16g@k, 8g@k, 4g@k, 2g@k
+        feats = self.encode_background(base) if background is None else background
 
         # stage 1: background features through the convs, the code map is skip and style
         film_u = u if self.film else None
-        h, switch = self.synthesis_blocks[0](feats[4], codes[0], codes[0], film_u)
+        h, switch = self.synthesis_blocks[0].mix(feats[5], codes[0], codes[0], film_u)
         h = self.upsample_blocks[0](h)
         for j in range(1, 4):
             h, switch = self.synthesis_blocks[j](h, feats[4 - j], codes[j], film_u)
