@@ -144,7 +144,7 @@ def _train(rna, image, mask, base, *, condition_on_genes: bool, steps: int, seed
     g = RGGenerator(genes, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, texture_noise=True)
     d = RGDiscriminator(embed_dim=8, d_n_feat=8, image_size=32, condition_dim=genes, augment=True)
     g.apply(init_weights), d.apply(init_weights)
-    og = torch.optim.Adam(g.parameters(), 1e-3, betas=(0.5, 0.999))
+    og = torch.optim.Adam(g.parameters(), 3e-3, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.5, 0.999))
     gl = GeneratorLoss(condition="rna", c_rec=10, c_tex=20, c_shape=20)
     dl = DiscriminatorLoss(condition="rna")
