@@ -64,23 +64,20 @@ def embedding_shifts(network: torch.nn.Module, rna: Tensor, unit_shift: Tensor, 
     return (plus - minus).view(b, j, -1)
 
 
-def shift_directions(shifts: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-``k`` principal directions of embedding shifts (uncentred).
+def shift_directions(moment: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` principal directions of embedding shifts from their (uncentred) second moment.
 
     Args:
-        shifts: (..., E) embedding differences.
+        moment: (E, E) ``sum_shifts shift shiftᵀ``.
         k: number of directions (clipped to E).
 
     Returns:
         ``(U, explained)``: (E, k) orthonormal columns, and the fraction of ``sum |shift|²`` they capture.
     """
-    flat = shifts.reshape(-1, shifts.shape[-1]).to(torch.float64)
-    cov = flat.T @ flat
-    evals, evecs = torch.linalg.eigh(cov)  # ascending
-    k = max(1, min(int(k), cov.shape[0]))
-    u = evecs[:, -k:].flip(1)
+    evals, evecs = torch.linalg.eigh(moment.to(torch.float64))  # ascending
+    k = max(1, min(int(k), moment.shape[0]))
     explained = evals[-k:].sum() / evals.sum().clamp(min=1e-300)
-    return u.to(shifts.dtype), explained
+    return evecs[:, -k:].flip(1), explained
 
 
 @torch.no_grad()
@@ -139,21 +136,21 @@ def fast_synthesis_map(
 
     try:
         pilot = torch.linspace(0, n_req - 1, min(n_req, max(1, int(pilot_samples))), device=device).round().long()
-        pilot_shifts = embedding_shifts(network, rna[pilot], unit_shift, delta)
-        embed_dim = pilot_shifts.shape[-1]
+        embed_dim = int(network.gene_encoder(rna[:1]).shape[1])
         k = embed_dim if str(directions) == "all" else int(directions)
         if k < 1:
             raise InputError(f"directions must be >= 1 or 'all', got {directions}")
-        basis, explained = shift_directions(pilot_shifts, k)
+        moment = torch.zeros(embed_dim, embed_dim, dtype=torch.float64, device=device)
+        for chunk in pilot.split(8):  # a few samples at a time: (samples, units, hidden) can be large
+            d = embedding_shifts(network, rna[chunk], unit_shift, delta).reshape(-1, embed_dim).to(torch.float64)
+            moment += d.T @ d
+        basis, explained = shift_directions(moment, k)
+        basis = basis.to(rna.dtype)
         k = basis.shape[1]
-        h = (
-            float(pilot_shifts.square().sum(-1).mean().sqrt()) / 2
-            if str(step) == "auto"
-            else float(step)
-        )
+        mean_sq = moment.trace() / (pilot.numel() * n_units)
+        h = float(mean_sq.sqrt()) / 2 if str(step) == "auto" else float(step)
         if not h > 0:
             raise InputError(f"the embedding step must be > 0, got {h} (do the genes move the embedding?)")
-        del pilot_shifts
         offsets = torch.cat([basis.T, -basis.T]) * h  # (2K, E)
 
         per_batch = max(1, int(batch_size) // (2 * k))

@@ -388,3 +388,18 @@ def test_fast_map_on_an_rggenerator(tmp_path):
     assert np.isfinite(out["effect"]["area_mm2"]).all()
     with pytest.raises(InputError, match="directions"):
         fast_synthesis_map(g, req, GENES, directions=0)
+
+
+def test_radiogenomic_map_workflow_fast_method(tmp_path):
+    setup = make_setup(tmp_path)
+    out = tmp_path / "map"
+    wf = workflow(
+        "radiogenomic_map.yaml", dataset_dir=str(setup["prepared"]), ckpt_file=str(setup["ckpt"]), output_dir=str(out),
+        num_latents=1, progress=False, device="$torch.device('cpu')", method="fast", directions=2, truth_file=None,
+    )  # fmt: skip
+    wf.run()
+    eff = pd.read_csv(out / "synthesis_map.csv", index_col=0)
+    assert eff.shape == (12, len(FEATURE_NAMES)) and list(eff.index) == GENES
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["map_method"] == "fast" and summary["fast_map"]["directions"] == 2
+    assert summary["fast_map"]["generations"] == summary["patients"] * 4
