@@ -2,7 +2,7 @@
 
 Every flag of the seed's table keeps its name, default and meaning; the run itself is
 ``monai.bundle.run`` on ``bundle/configs/train.yaml`` (plus any ``--config`` overlays), so
-``rggan train --ep 2`` and ``python -m monai.bundle run --config_file bundle/configs/train.yaml --epochs 2``
+``rggan train --ep 2`` and ``python -m monai.bundle run training --config_file bundle/configs/train.yaml --epochs 2``
 are the same training.
 """
 

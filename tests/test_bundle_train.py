@@ -138,11 +138,11 @@ def test_rerun_resumes_from_latest_checkpoint(meta_file, prepared, tmp_path):
 
 
 def test_cli_from_another_directory(meta_file, prepared, tmp_path):
-    """`python -m monai.bundle run` works from any directory, without PYTHONPATH or --bundle_root."""
+    """`python -m monai.bundle run training` works from any directory, without PYTHONPATH or --bundle_root."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     args = [f"--{k}={v}" for k, v in TINY.items()]
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
+        sys.executable, "-m", "monai.bundle", "run", "training",
         "--config_file", str(CONFIG_FILES), "--meta_file", meta_file,
         "--dataset_dir", str(prepared), "--output_dir", str(tmp_path / "out"), "--epochs", "1", *args,
     ]  # fmt: skip
