@@ -4,7 +4,8 @@ MONAI's ``CheckpointSaver`` is not used for training checkpoints because it hard
 ``DiskSaver(atomic=False)`` (a run killed while saving leaves a truncated file) and names its interval
 and final files by different counters (epoch vs. iteration), so "the latest" cannot be read off the
 names.  :class:`CheckpointSaver` here is a thin layer over Ignite's ``Checkpoint`` + ``DiskSaver(atomic=True)``
-(temporary file, then ``os.replace``) writing ``checkpoint_epoch=<E>_iteration=<I>.pt``;
+(temporary file, then ``os.replace``; files get the umask's mode: :class:`UmaskDiskSaver`) writing
+``checkpoint_epoch=<E>_iteration=<I>.pt``;
 :func:`find_latest_checkpoint` returns the one with the highest iteration, for ``CheckpointLoader``.
 """
 
@@ -20,7 +21,9 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-__all__ = ["CheckpointSaver", "find_latest_checkpoint", "CHECKPOINT_PATTERN"]
+from rggan.io import file_mode
+
+__all__ = ["CheckpointSaver", "UmaskDiskSaver", "find_latest_checkpoint", "CHECKPOINT_PATTERN"]
 
 #: file names written by :class:`CheckpointSaver`
 CHECKPOINT_PATTERN = re.compile(r"^(?P<prefix>.+)_epoch=(?P<epoch>\d+)_iteration=(?P<iteration>\d+)\.pt$")
@@ -38,6 +41,19 @@ def find_latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoin
             key = (int(m["iteration"]), str(path))
             best = key if best is None or key > best else best
     return None if best is None else best[1]
+
+
+class UmaskDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver`` whose files get the mode ``open()`` would give (``0o644`` under umask ``022``).
+
+    Ignite's atomic save keeps ``NamedTemporaryFile``'s ``0o600`` and adds group/other read, whatever the umask.
+    """
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        path = Path(self.dirname) / filename
+        if path.is_file():
+            os.chmod(path, file_mode())
 
 
 class CheckpointSaver:
@@ -71,7 +87,7 @@ class CheckpointSaver:
         self.logger = logging.getLogger(name) if name else None
         self.checkpoint = Checkpoint(
             dict(save_dict),
-            DiskSaver(self.save_dir, require_empty=False, atomic=True, create_dir=True),
+            UmaskDiskSaver(self.save_dir, require_empty=False, atomic=True, create_dir=True),
             filename_prefix=prefix,
             score_function=lambda engine: engine.state.iteration,
             score_name="iteration",

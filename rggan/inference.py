@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from rggan.errors import InputError, NoUsableDataError, OutputError
 from rggan.features import FEATURE_NAMES, nodule_features, to_hu
+from rggan.io import dir_mode
 
 __all__ = [
     "CKPT_KEY",
@@ -603,7 +604,7 @@ def make_staging(output_dir: str | os.PathLike) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=parent))
-        staging.chmod(0o755)  # mkdtemp makes it private; it becomes output_dir when that is new
+        staging.chmod(dir_mode())  # mkdtemp makes it private; it becomes output_dir when that is new
         return staging
     except OSError as exc:
         raise OutputError(f"cannot write into {parent}: {exc}") from exc

@@ -14,6 +14,7 @@ from monai.bundle import ConfigWorkflow
 from rggan.handlers import find_latest_checkpoint
 
 from tests._prepared import make_prepared
+from tests.conftest import modes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 CONFIG_FILES = [str(CONFIGS / "train.yaml"), str(CONFIGS / "demo.yaml")]
@@ -158,11 +159,20 @@ def test_raw_download_is_prepared_then_trained(meta_file, tmp_path):
 
     raw = tmp_path / "raw"
     generate_demo_dataset(raw, patients=6, extras=False, ct_shape=(16, 64, 64), n_genes=20)
-    wf = run_workflow(meta_file, raw, tmp_path / "out", epochs=1, batch_size=2)
+    old_umask = os.umask(0o022)
+    try:
+        wf = run_workflow(meta_file, raw, tmp_path / "out", epochs=1, batch_size=2)
+    finally:
+        os.umask(old_umask)
     prepared = tmp_path / "out" / "prepared"
     assert (prepared / "datalist.json").is_file() and (prepared / "report.txt").is_file()
     assert wf.trainer.state.iteration >= 1
     assert find_latest_checkpoint(tmp_path / "out" / "models") is not None
+    # every output honours the umask: 0644 files (datalist, reports, npy, checkpoints, model.pt), 0755 folders
+    written = modes(tmp_path / "out")
+    assert {"prepared/datalist.json", "prepared/samples", "models/model.pt", "samples"} <= set(written)
+    wrong = {k: oct(m) for k, m in written.items() if m != (0o755 if (tmp_path / "out" / k).is_dir() else 0o644)}
+    assert wrong == {}
 
 
 @pytest.mark.slow
