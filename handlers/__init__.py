@@ -4,19 +4,20 @@ Everything else the training bundle uses comes from MONAI (``StatsHandler``, ``T
 ``LrScheduleHandler``, ``CheckpointLoader``) or Ignite (``ProgressBar``; ``EMAHandler``, subclassed by
 :class:`ForeachEMAHandler`).
 
-* :class:`CheckpointSaver` / :func:`find_latest_checkpoint`: atomic, resumable training checkpoints.
+* :class:`CheckpointSaver` / :func:`find_latest_checkpoint`: atomic, resumable training checkpoints (the last
+  ``n_saved`` plus the final one); :class:`FinalModelSaver`: ``models/model.pt`` when a run completes.
 * :class:`ForeachEMAHandler`: ignite's EMAHandler with a one-pass (fused) weight update.
 * :class:`SampleSaver`: fixed-sample image grids (PNG + TensorBoard) from the EMA generator.
 * :class:`TerminateOnNan`: stop on a non-finite loss with a clear message.
 * :class:`TrainingStats`: learning rates and timing as epoch-level metrics.
 """
 
-from rggan.handlers.checkpoint import CheckpointSaver, find_latest_checkpoint
+from rggan.handlers.checkpoint import CheckpointSaver, FinalModelSaver, UmaskDiskSaver, find_latest_checkpoint
 from rggan.handlers.ema import ForeachEMAHandler
 from rggan.handlers.sample_saver import SampleSaver, make_grid
 from rggan.handlers.terminate_on_nan import TerminateOnNan
 from rggan.handlers.training_stats import TrainingStats
 
 __all__ = [
-    "ForeachEMAHandler",
+    "ForeachEMAHandler", "FinalModelSaver", "UmaskDiskSaver",
     "CheckpointSaver", "find_latest_checkpoint", "SampleSaver", "make_grid", "TerminateOnNan", "TrainingStats"]

@@ -107,7 +107,7 @@ class SampleSaver:
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
-        if epoch == self._last_epoch or getattr(engine.state, "diverged", False):
+        if epoch == self._last_epoch:
             return
         self._last_epoch = epoch
         path = self.save(epoch)
