@@ -215,6 +215,26 @@ def test_raw_download_is_prepared_then_trained(meta_file, tmp_path):
     assert wrong == {}
 
 
+def test_training_seed_never_reprepares_or_changes_the_split(meta_file, tmp_path):
+    """The split belongs to prepare (`prepare_seed`, recorded in datalist.json); `--seed` only seeds training."""
+    from rggan.data.demo import generate_demo_dataset
+
+    raw = tmp_path / "raw"
+    generate_demo_dataset(raw, patients=8, extras=False, ct_shape=(16, 64, 64), n_genes=20)
+    out = tmp_path / "out"
+    run_workflow(meta_file, raw, out, epochs=1, batch_size=2, seed=1)
+    datalist = out / "prepared" / "datalist.json"
+    before, stamp = datalist.read_bytes(), datalist.stat().st_mtime_ns
+    assert json.loads(before)["seed"] == 12345  # prepare_seed's default, not the training seed
+    wf = run_workflow(meta_file, raw, out, epochs=2, batch_size=2, seed=2)  # resumed with another seed
+    assert wf.trainer.state.epoch == 2
+    assert datalist.read_bytes() == before and datalist.stat().st_mtime_ns == stamp  # not even re-prepared
+    # prepare_seed does choose the split
+    run_workflow(meta_file, raw, tmp_path / "other", epochs=1, batch_size=2, prepare_seed=7)
+    other = json.loads((tmp_path / "other" / "prepared" / "datalist.json").read_text())
+    assert other["seed"] == 7
+
+
 @pytest.mark.slow
 def test_multi_gpu_overlay_with_gloo(meta_file, prepared, tmp_path):
     """multi_gpu_train.yaml with two CPU processes (gloo): rank 0 alone writes; a rerun resumes."""
