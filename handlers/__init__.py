@@ -9,15 +9,17 @@ Everything else the training bundle uses comes from MONAI (``StatsHandler``, ``T
 * :class:`ForeachEMAHandler`: ignite's EMAHandler with a one-pass (fused) weight update.
 * :class:`SampleSaver`: fixed-sample image grids (PNG + TensorBoard) from the EMA generator.
 * :class:`TerminateOnNan`: stop on a non-finite loss with a clear message.
-* :class:`TrainingStats`: learning rates and timing as epoch-level metrics.
+* :class:`TrainingStats`: learning rates and timing as epoch-level metrics; :class:`EpochCompleteFilter` drops
+  Ignite's per-epoch "Complete" log line (the summaries carry the epoch time).
 """
 
 from rggan.handlers.checkpoint import CheckpointSaver, FinalModelSaver, UmaskDiskSaver, find_latest_checkpoint
 from rggan.handlers.ema import ForeachEMAHandler
 from rggan.handlers.sample_saver import SampleSaver, make_grid
 from rggan.handlers.terminate_on_nan import TerminateOnNan
-from rggan.handlers.training_stats import TrainingStats
+from rggan.handlers.training_stats import EpochCompleteFilter, TrainingStats
 
 __all__ = [
     "ForeachEMAHandler", "FinalModelSaver", "UmaskDiskSaver",
-    "CheckpointSaver", "find_latest_checkpoint", "SampleSaver", "make_grid", "TerminateOnNan", "TrainingStats"]
+    "CheckpointSaver", "find_latest_checkpoint", "SampleSaver", "make_grid", "TerminateOnNan", "TrainingStats",
+    "EpochCompleteFilter"]

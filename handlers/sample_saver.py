@@ -111,7 +111,7 @@ class SampleSaver:
             return
         self._last_epoch = epoch
         path = self.save(epoch)
-        self.logger.info("saved samples %s", path)
+        self.logger.debug("saved samples %s", path)  # every `interval` epochs: not worth a console line
 
     def save(self, epoch: int) -> Path:
         """Synthesise the fixed samples and write the grid for ``epoch``; returns the PNG path."""

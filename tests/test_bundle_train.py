@@ -193,6 +193,34 @@ def test_cli_from_another_directory(meta_file, prepared, tmp_path):
     assert find_latest_checkpoint(tmp_path / "out" / "models").endswith("checkpoint_epoch=1_iteration=2.pt")
 
 
+def test_non_terminal_log_is_short_and_clean(meta_file, tmp_path):
+    """A log file gets losses every log interval, an epoch summary every epochs // 5, no bars, no repeats."""
+    from rggan.data.demo import generate_demo_dataset
+
+    raw = tmp_path / "raw"
+    generate_demo_dataset(raw, patients=8, extras=False, ct_shape=(16, 64, 64), n_genes=20)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    args = [f"--{k}={v}" for k, v in {**TINY, "log_interval": 4, "sample_interval": 5, "save_interval": 10}.items()]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG_FILES),
+        "--meta_file", meta_file, "--dataset_dir", str(raw), "--output_dir", str(tmp_path / "out"),
+        "--epochs", "40", "--batch_size", "6", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    lines = log.splitlines()
+    assert "\r" not in log and not any("prepare:" in line for line in lines)  # no tqdm bar off a terminal
+    assert sum("-- d_loss:" in line for line in lines) == 40 // 4  # 1 iteration per epoch (6 training patients)
+    assert [line.split(" - ")[-1].split(" Metrics")[0] for line in lines if "] Metrics --" in line] == [
+        f"Epoch[{e}]" for e in (8, 16, 24, 32, 40)
+    ]
+    assert not any("Complete. Time taken" in line for line in lines)  # Ignite's per-epoch line
+    assert sum("nvImageCodec" in line for line in lines) <= 1
+    assert sum("saved checkpoint" in line for line in lines) == 4 and "prepared 8 patients" in log
+    assert len(lines) <= 60, log
+
+
 def test_raw_download_is_prepared_then_trained(meta_file, tmp_path):
     """A dataset_dir without datalist.json is prepared into <output_dir>/prepared first (demo download)."""
     from rggan.data.demo import generate_demo_dataset
