@@ -108,6 +108,7 @@ class CheckpointSaver:
         self.interval = Checkpoint(dict(save_dict), self.save_handler, n_saved=n_saved, **common)
         self.final = Checkpoint(dict(save_dict), self.save_handler, n_saved=1, **common)
         self._saved_iteration: int | None = None
+        self._adopted = False
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -124,7 +125,10 @@ class CheckpointSaver:
 
     def _adopt_existing(self, engine: Engine) -> None:
         """At the run's first epoch (after a resume has loaded), count the checkpoints it continues from."""
-        engine.remove_event_handler(self._adopt_existing, Events.EPOCH_STARTED)
+        # (a flag, not remove_event_handler: removing a handler while Ignite fires its event skips the next one)
+        if self._adopted:
+            return
+        self._adopted = True
         folder = Path(self.save_dir)
         if not folder.is_dir():
             return

@@ -94,6 +94,8 @@ def test_train_one_epoch_logs_everything_and_is_reproducible(meta_file, prepared
         "d_optimizer",
         "g_lr_scheduler",
         "d_lr_scheduler",
+        "g_scaler",
+        "d_scaler",
     }
     assert ckpt["generator"].keys() == ckpt["ema_generator"].keys()
 
