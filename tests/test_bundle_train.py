@@ -202,11 +202,11 @@ def test_non_terminal_log_is_short_and_clean(meta_file, tmp_path):
     raw = tmp_path / "raw"
     generate_demo_dataset(raw, patients=8, extras=False, ct_shape=(16, 64, 64), n_genes=20)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
-    args = [f"--{k}={v}" for k, v in {**TINY, "log_interval": 4, "sample_interval": 5, "save_interval": 10}.items()]
+    settings = {**TINY, "batch_size": 6, "epochs": 40, "log_interval": 4, "sample_interval": 5, "save_interval": 10}
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG_FILES),
         "--meta_file", meta_file, "--dataset_dir", str(raw), "--output_dir", str(tmp_path / "out"),
-        "--epochs", "40", "--batch_size", "6", *args,
+        *[f"--{k}={v}" for k, v in settings.items()],
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
