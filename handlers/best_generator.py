@@ -2,9 +2,9 @@
 
 The MONAI/Ignite validation pattern: a validation handler (:class:`rggan.evaluation.EvaluationHandler`)
 writes its metrics into ``engine.state.metrics`` every few epochs; :class:`BestGeneratorSaver`, attached
-after it, gives that key metric to Ignite's ``Checkpoint`` as its ``score_function`` (``n_saved=1``, atomic
-``DiskSaver``), so ``best_generator_epoch=<E>_<metric>=<score>.pt`` always holds the best EMA generator so
-far. When the run completes, the best generator's weights become ``model_path`` (the bundle's
+after it, gives that key metric to Ignite's ``Checkpoint`` as its ``score_function`` (``n_saved=1``,
+atomic ``UmaskDiskSaver``), so ``best_generator_epoch=<E>_<metric>=<score>.pt`` always holds the best
+EMA generator so far. When the run completes, the best generator's weights become ``model_path`` (the bundle's
 ``models/model.pt``); a run that never evaluated writes the generator as it is.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers import Checkpoint
+from rggan.handlers.checkpoint import UmaskDiskSaver
 from torch import nn
 
 __all__ = ["BestGeneratorSaver"]
@@ -54,7 +55,7 @@ class BestGeneratorSaver:
         self.logger = logging.getLogger(name) if name else None
         self.checkpoint = Checkpoint(
             {"generator": generator},
-            DiskSaver(str(save_dir), require_empty=False, atomic=True, create_dir=True),
+            UmaskDiskSaver(str(save_dir), require_empty=False, atomic=True, create_dir=True),
             filename_prefix="best",
             score_function=self._score,
             score_name=key_metric,

@@ -107,11 +107,11 @@ class SampleSaver:
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
-        if epoch == self._last_epoch or getattr(engine.state, "diverged", False):
+        if epoch == self._last_epoch:
             return
         self._last_epoch = epoch
         path = self.save(epoch)
-        self.logger.info("saved samples %s", path)
+        self.logger.debug("saved samples %s", path)  # every `interval` epochs: not worth a console line
 
     def save(self, epoch: int) -> Path:
         """Synthesise the fixed samples and write the grid for ``epoch``; returns the PNG path."""

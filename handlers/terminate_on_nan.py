@@ -17,9 +17,12 @@ __all__ = ["TerminateOnNan"]
 class TerminateOnNan(_IgniteTerminateOnNan):
     """Ignite's ``TerminateOnNan`` with ``attach`` (for MONAI handler lists) and an explicit error message.
 
-    On a non-finite loss it logs an ERROR naming the losses, epoch and iteration, sets
-    ``engine.state.diverged = True`` (so :class:`rggan.handlers.CheckpointSaver` keeps the last healthy
-    checkpoint as the latest) and terminates the engine.
+    On a non-finite loss it logs an ERROR naming the losses, epoch and iteration and terminates the engine
+    with ``engine.terminate(skip_completed=True)``: Ignite then fires ``Events.TERMINATE`` but neither
+    ``EPOCH_COMPLETED`` nor ``COMPLETED``, so no checkpoint, sample grid or ``model.pt`` is written from the
+    diverged weights (the last healthy checkpoint stays the latest).  Handlers attached to the same
+    ``ITERATION_COMPLETED`` after this one still run: they can test ``engine.should_terminate`` (as
+    :class:`rggan.handlers.ForeachEMAHandler` does, so the EMA never absorbs the diverged step).
 
     Args:
         output_transform: engine output -> the values to check, e.g. :func:`rggan.engine.loss_totals`
@@ -50,11 +53,11 @@ class TerminateOnNan(_IgniteTerminateOnNan):
         if not bad:
             return
         self.logger.error(
-            "training diverged at epoch %d, iteration %d: non-finite loss %s. Stopping; the final checkpoint is "
-            "not written. Try a lower learning rate (--g_lr/--d_lr) or amp=false, then resume or restart.",
+            "training diverged at epoch %d, iteration %d: non-finite loss %s. Stopping; no checkpoint or model "
+            "file is written from this step. Try a lower learning rate (--g_lr/--d_lr) or amp=false, then resume "
+            "or restart.",
             engine.state.epoch,
             engine.state.iteration,
             bad,
         )
-        engine.state.diverged = True
-        engine.terminate()
+        engine.terminate(skip_completed=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Mapping
 
 from ignite.engine import Engine, Events
 from torch.optim import Optimizer
 
-__all__ = ["TrainingStats"]
+__all__ = ["TrainingStats", "EpochCompleteFilter"]
 
 
 class TrainingStats:
@@ -65,3 +67,20 @@ class TrainingStats:
         metrics["time_iteration_s"] = self._iter_sum / max(self._n, 1)
         metrics["time_data_s"] = self._data_sum / max(self._nd, 1)
         metrics["time_epoch_s"] = time.perf_counter() - self._epoch_start
+
+
+class EpochCompleteFilter(logging.Filter):
+    """Drop Ignite's ``Epoch[N] Complete. Time taken: ...`` INFO line from an engine's logger.
+
+    Ignite logs it after every epoch; with short epochs it is most of a log.  The epoch time is still reported,
+    as ``time_epoch_s`` of :class:`TrainingStats` in the epoch summaries of ``StatsHandler``.
+    ``attach(engine)`` adds the filter to ``engine.logger`` (so it can sit in a MONAI handler list).
+    """
+
+    PATTERN = re.compile(r"^Epoch\[\d+\] Complete\. Time taken")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and self.PATTERN.match(str(record.msg)))
+
+    def attach(self, engine: Engine) -> None:
+        engine.logger.addFilter(self)

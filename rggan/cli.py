@@ -1,7 +1,7 @@
 """The ``rggan`` command line: ``demo-data``, ``prepare``, ``train``, ``export``, ``info``.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad command line, 3 unusable input,
-4 no usable data, 5 unsafe/unwritable output, 130 interrupted.
+4 no usable data, 5 unsafe/unwritable output, 7 a needed optional package is missing, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     summary = generate_demo_dataset(
         Path(args.output), seed=args.seed, layout=args.layout, realistic=args.realistic, progress=True, **kwargs
     )
-    print(summary.describe() if hasattr(summary, "describe") else summary)
+    print(summary.describe())
     return 0
 
 
@@ -78,15 +78,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from rggan.export import export_onnx, save_generator_weights
+    from rggan.export import export_generator, require_onnx_packages
     from rggan.inference import load_generator
 
-    generator = load_generator(args.checkpoint, key=args.key)
-    out = Path(args.output)
-    weights = save_generator_weights(generator, out / "model.pt")
-    print(f"Generator weights: {weights}")
     if not args.no_onnx:
-        print(f"ONNX model:        {export_onnx(generator, out / 'model.onnx')}")
+        require_onnx_packages()  # before any work: one clear error, nothing written
+    generator = load_generator(args.checkpoint, key=args.key)
+    for path in export_generator(generator, args.output, onnx=not args.no_onnx):
+        print(f"{'ONNX model' if path.suffix == '.onnx' else 'Generator weights'}: {path}")
     return 0
 
 
@@ -114,12 +113,26 @@ def _cmd_map_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parser_with(*parents: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """An ``ArgumentParser`` class whose instances inherit ``parents``' arguments (for every sub-command)."""
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs["parents"] = [*kwargs.get("parents", []), *parents]
+            super().__init__(*args, **kwargs)
+
+    return Parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``rggan`` command."""
     parser = argparse.ArgumentParser(prog="rggan", description="Radiogenomic GAN (Xu et al. 2019) on MONAI.")
-    parser.add_argument("--version", action="version", version=f"rggan {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"rggan {__version__}", help="print the version")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (also after the command)")
+    # -v after the command too; SUPPRESS: an absent sub-command flag must not reset a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_parser_with(verbose))
 
     p = sub.add_parser("demo-data", help="write the built-in demo download (DICOM CT/SEG + RNA table)")
     p.add_argument("--output", required=True, help="folder to write the demo download into")
@@ -157,11 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameter counts of the networks")
     p.add_argument("--genes", type=int, default=5172, help="number of genes (default 5172, the prototype's)")
-    p.add_argument("--embed_dim", type=int, default=128)
-    p.add_argument("--g_ls", type=int, default=10)
-    p.add_argument("--g_n_feat", type=int, default=32)
-    p.add_argument("--d_n_feat", type=int, default=64)
-    p.add_argument("--image-size", dest="image_size", type=int, default=128)
+    p.add_argument("--embed_dim", type=int, default=128, help="gene embedding size (default 128)")
+    p.add_argument("--g_ls", type=int, default=10, help="latent (noise) size of G (default 10)")
+    p.add_argument("--g_n_feat", type=int, default=32, help="feature maps of G (default 32)")
+    p.add_argument("--d_n_feat", type=int, default=64, help="feature maps of D (default 64)")
+    p.add_argument("--image-size", dest="image_size", type=int, default=128, help="image side in pixels (default 128)")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("export", help="export the EMA generator of a checkpoint (model.pt + ONNX)")
@@ -189,10 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["train"]:
+    if "train" in argv and set(argv[: argv.index("train")]) <= {"-v", "--verbose"}:
         from rggan.train_cli import main as train_main
 
-        return train_main(argv[1:])
+        i = argv.index("train")
+        return train_main(argv[:i] + argv[i + 1 :])  # its parser takes -v too
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

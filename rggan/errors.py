@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["RGGANError", "InputError", "OutputError", "NoUsableDataError", "PatientDataError"]
+__all__ = ["RGGANError", "InputError", "OutputError", "NoUsableDataError", "PatientDataError", "DependencyError"]
 
 
 class RGGANError(Exception):
@@ -34,6 +34,12 @@ class OutputError(RGGANError):
     """The output location is unsafe (e.g. inside the input) or cannot be written."""
 
     exit_code = 5
+
+
+class DependencyError(RGGANError):
+    """An optional package a command needs is not installed (e.g. ONNX for ``rggan export``)."""
+
+    exit_code = 7
 
 
 class PatientDataError(RGGANError):

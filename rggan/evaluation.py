@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 
 from rggan.features import FEATURE_NAMES, FEATURE_UNITS, features_frame, nodule_features, to_hu
+from rggan.intensity import hu_range_of
 
 __all__ = [
     "ms_ssim_metric",
@@ -166,7 +167,11 @@ def evaluate_generator(
     )  # fmt: skip
     out = generate(network, requests, batch_size=batch_size, device=device, progress=progress)
     spacing = torch.tensor([r["spacing"] for r in requests], dtype=torch.float64)
-    feats = nodule_features(out["image"], out["mask"], spacing, main_component_only=main_component_only)
+    hu_range = hu_range_of(folder)
+    hu_per_unit = (hu_range[1] - hu_range[0]) / 2.0  # HU per unit of the [-1, 1] scale
+    feats = nodule_features(
+        out["image"], out["mask"], spacing, main_component_only=main_component_only, hu_range=hu_range
+    )
     gen = features_frame(feats, [r["id"] for r in requests])
     gen.insert(0, "patient", [r["patient"] for r in requests])
     gen.index.name = "id"
@@ -174,7 +179,7 @@ def evaluate_generator(
     from rggan.inference import _prepared_items
 
     items = _prepared_items(folder, split)
-    real = real_features(items)
+    real = real_features(items, hu_range)
 
     realism = {}
     for f in FEATURE_NAMES:
@@ -189,11 +194,11 @@ def evaluate_generator(
 
     base = torch.as_tensor(np.stack([r["base"] for r in requests]))
     inside = out["mask"] > 0
-    diff_hu = (out["image"] - base).abs() * 750.0
+    diff_hu = (out["image"] - base).abs() * hu_per_unit
     n_in, n_out = inside.flatten(1).sum(1), (~inside).flatten(1).sum(1)
     outside_l1 = (diff_hu * (~inside)).flatten(1).sum(1) / n_out.clamp(min=1)
     inside_l1 = torch.where(n_in > 0, (diff_hu * inside).flatten(1).sum(1) / n_in.clamp(min=1), torch.nan)
-    hu = to_hu(out["image"])
+    hu = to_hu(out["image"], hu_range)
     gen_contrast = torch.where(
         (n_in > 0) & (n_out > 0),
         (hu * inside).flatten(1).sum(1) / n_in.clamp(min=1) - (hu * ~inside).flatten(1).sum(1) / n_out.clamp(min=1),
@@ -201,7 +206,7 @@ def evaluate_generator(
     )
     real_img = torch.as_tensor(np.stack([np.load(it["image"]).reshape(1, image_size, image_size) for it in items]))
     real_msk = torch.as_tensor(np.stack([np.load(it["mask"]).reshape(1, image_size, image_size) for it in items])) > 0
-    rhu = to_hu(real_img.double())
+    rhu = to_hu(real_img.double(), hu_range)
     rn_in, rn_out = real_msk.flatten(1).sum(1), (~real_msk).flatten(1).sum(1)
     real_contrast = (rhu * real_msk).flatten(1).sum(1) / rn_in.clamp(min=1) - (rhu * ~real_msk).flatten(1).sum(
         1
@@ -232,7 +237,7 @@ def evaluate_generator(
         "patient_fidelity_spearman": fidelity,
         "background_preservation": {
             "l1_outside_mask_hu": float(np.nanmean(outside_l1.numpy())),
-            "l1_outside_mask_normalised": float(np.nanmean(outside_l1.numpy())) / 750.0,
+            "l1_outside_mask_normalised": float(np.nanmean(outside_l1.numpy())) / hu_per_unit,
         },
         "mask_image_consistency": {
             "l1_inside_mask_hu": float(np.nanmean(inside_l1.numpy())) if bool((n_in > 0).any()) else float("nan"),
@@ -270,7 +275,7 @@ def evaluate_generator(
             index=[str(it["patient"]) for it in map_items],
             columns=genes,
         )
-        map_real = real_features(map_items)
+        map_real = real_features(map_items, hu_range)
         conv = conventional_map(map_real, expression)
         s_syn = score_against_truth(synth["effect"], truth, expression=expression)
         s_conv = score_against_truth(conv["rho"], truth, expression=expression)

@@ -3,20 +3,44 @@
 ONNX (``torch.onnx.export``) is the export format: TorchScript is deprecated in torch 2.13, and MONAI's
 ``ckpt_export``/``onnx_export`` build a single random input while the generator takes three
 (``rna``, ``latent``, ``base``). The ONNX graph returns ``image`` and ``mask`` with a dynamic batch axis.
+ONNX export needs the ``onnx`` and ``onnxscript`` packages (``pip install "rggan[export]"``);
+:func:`require_onnx_packages` checks for them before anything is written.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rggan.errors import DependencyError
 from rggan.io import atomic_write
 
-__all__ = ["GeneratorForExport", "save_generator_weights", "export_onnx"]
+__all__ = ["GeneratorForExport", "ONNX_PACKAGES", "require_onnx_packages", "save_generator_weights", "export_onnx",
+           "export_generator"]
+
+#: packages ``torch.onnx.export(dynamo=True)`` needs (the ``export`` extra of rggan)
+ONNX_PACKAGES = ("onnx", "onnxscript")
+
+
+def require_onnx_packages() -> None:
+    """Raise :class:`~rggan.errors.DependencyError` naming the missing ONNX packages and how to install them."""
+    missing = []
+    for name in ONNX_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise DependencyError(
+            f"ONNX export needs the package(s) {', '.join(missing)}, which are not installed: "
+            'pip install "rggan[export]" (or pass --no-onnx to write only model.pt).'
+        )
 
 
 class GeneratorForExport(nn.Module):
@@ -85,3 +109,32 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18) 
         handle.write(buffer.getvalue())
 
     return atomic_write(path, write)
+
+
+def export_generator(generator: nn.Module, output_dir: str | os.PathLike, onnx: bool = True) -> list[Path]:
+    """Write ``model.pt`` (and ``model.onnx``) into ``output_dir``, all or nothing.
+
+    Both files are made in a staging folder beside ``output_dir`` and moved in only when every export
+    succeeded, so a failed ONNX export leaves no half-written output folder.
+
+    Returns:
+        The paths written, in ``output_dir``.
+
+    Raises:
+        DependencyError: an ONNX package is missing (checked before anything is written).
+    """
+    from rggan.inference import commit_staging, make_staging
+
+    if onnx:
+        require_onnx_packages()
+    output_dir = Path(output_dir)
+    staging = make_staging(output_dir)
+    try:
+        names = [save_generator_weights(generator, staging / "model.pt").name]
+        if onnx:
+            names.append(export_onnx(generator, staging / "model.onnx").name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    commit_staging(staging, output_dir)
+    return [output_dir / name for name in names]

@@ -3,7 +3,7 @@
 Inputs follow the prepared-dataset / generator conventions (docs/architecture.md):
 
 * ``image``: (B, 1, S, S) or (B, S, S) normalised CT in [-1, 1]; HU are restored with
-  ``(x + 1) * 750 - 1000`` (:func:`to_hu`);
+  the prepared dataset's ``hu_range`` (:func:`to_hu`, default ``(x + 1) * 750 - 1000``);
 * ``mask``: same shape, nodule where ``mask > 0`` (real masks are {-1, +1}, generated ones are the
   generator's tanh mask channel);
 * ``spacing``: mm per pixel as (row, col), either one pair for the whole batch or (B, 2).
@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rggan.intensity import DEFAULT_HU_RANGE, unit_to_hu
+
 __all__ = [
     "FEATURES",
     "FEATURE_UNITS",
@@ -65,12 +67,10 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f[0] for f in FEATURES)
 FEATURE_UNITS: dict[str, str] = {f[0]: f[1] for f in FEATURES}
 
-HU_MIN, HU_MAX = -1000.0, 500.0
 
-
-def to_hu(x: Tensor) -> Tensor:
-    """Normalised intensity in [-1, 1] -> HU: ``(x + 1) * 750 - 1000`` (inverse of the prepare step)."""
-    return (x + 1.0) * 750.0 + HU_MIN
+def to_hu(x: Tensor, hu_range: Sequence[float] = DEFAULT_HU_RANGE) -> Tensor:
+    """Normalised intensity in [-1, 1] -> HU in ``hu_range`` (the prepared dataset's: ``intensity.hu_range_of``)."""
+    return unit_to_hu(x, hu_range)
 
 
 def _as_bhw(x: Tensor, name: str) -> Tensor:
@@ -192,6 +192,7 @@ def nodule_features(
     *,
     smooth_sigma: float = 0.75,
     main_component_only: bool = False,
+    hu_range: Sequence[float] = DEFAULT_HU_RANGE,
 ) -> dict[str, Tensor]:
     """Features of each (image, mask) pair of a batch.
 
@@ -203,6 +204,7 @@ def nodule_features(
             0 traces the raw binary mask.
         main_component_only: measure only the connected component holding the mask's most confident
             pixel (:func:`main_component`) instead of every pixel with ``mask > 0``.
+        hu_range: the HU window the images were normalised with (``rggan.intensity.hu_range_of(prepared folder)``).
 
     Returns:
         ``{name: (B,) float64 tensor}`` for every name in :data:`FEATURE_NAMES`, on the input's device.
@@ -214,7 +216,7 @@ def nodule_features(
     bsz = img.shape[0]
     sp = _spacing(spacing, bsz, img.device)
     inside = (main_component(msk) if main_component_only else msk > 0).to(torch.float64)
-    hu = to_hu(img.to(torch.float64))
+    hu = to_hu(img.to(torch.float64), hu_range)
 
     n = inside.sum(dim=(1, 2))
     pixel_area = sp[:, 0] * sp[:, 1]

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 
 from rggan.errors import InputError, NoUsableDataError, OutputError
 from rggan.features import FEATURE_NAMES, nodule_features, to_hu
+from rggan.intensity import DEFAULT_HU_RANGE, hu_range_of, hu_to_unit
+from rggan.io import dir_mode
 
 __all__ = [
     "CKPT_KEY",
@@ -71,7 +73,6 @@ logger = logging.getLogger(__name__)
 CKPT_KEY = "ema_generator"
 #: generator sizes that must agree between checkpoint, configuration and prepared dataset
 SIZE_NAMES = ("num_genes", "embed_dim", "latent_size", "g_n_feat", "code_kernel", "image_size")
-HU_MIN, HU_MAX = -1000.0, 500.0
 
 
 def as_flag(value: Any) -> bool:
@@ -238,15 +239,13 @@ def latent_for(patient: str, sample: int, latent_size: int, seed: int) -> np.nda
     return rng.standard_normal(int(latent_size)).astype(np.float32)
 
 
-def _normalise_hu(hu: np.ndarray) -> np.ndarray:
-    return ((np.clip(hu, HU_MIN, HU_MAX) - HU_MIN) / 750.0 - 1.0).astype(np.float32)
-
-
-def load_background(path: str | os.PathLike, image_size: int) -> tuple[np.ndarray, tuple[float, float]]:
+def load_background(
+    path: str | os.PathLike, image_size: int, hu_range: Sequence[float] = DEFAULT_HU_RANGE
+) -> tuple[np.ndarray, tuple[float, float]]:
     """A user background patch: a 2-D NIfTI (``.nii``/``.nii.gz``) or a single DICOM CT slice, in HU.
 
     The patch is centre-cropped to a square, resized to ``image_size`` (area interpolation when
-    shrinking, bilinear when enlarging), clipped to [-1000, 500] HU and normalised to [-1, 1].
+    shrinking, bilinear when enlarging), clipped to ``hu_range`` (the prepared dataset's) and normalised to [-1, 1].
     NIfTI arrays are read as (column, row[, 1]) voxels, the layout :func:`write_nifti` writes.
 
     Returns:
@@ -290,7 +289,7 @@ def load_background(path: str | os.PathLike, image_size: int) -> tuple[np.ndarra
     h, w = hu.shape
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
-    crop = torch.from_numpy(np.ascontiguousarray(_normalise_hu(hu[y0 : y0 + side, x0 : x0 + side])))[None, None]
+    crop = torch.from_numpy(np.ascontiguousarray(hu_to_unit(hu[y0 : y0 + side, x0 : x0 + side], hu_range)))[None, None]
     mode = "area" if side >= image_size else "bilinear"
     kwargs = {} if mode == "area" else {"align_corners": False}
     patch = F.interpolate(crop, size=(image_size, image_size), mode=mode, **kwargs)[0].clamp(-1, 1).numpy()
@@ -447,7 +446,7 @@ def build_inputs(
     files: list[tuple[np.ndarray, list[float], str]] = []
     if rna_file is not None and backgrounds:
         for b in backgrounds:
-            patch, sp = load_background(b, image_size)
+            patch, sp = load_background(b, image_size, hu_range_of(dataset_dir))
             files.append((patch, [float(sp[0]), float(sp[1])], str(b)))
     elif backgrounds:
         raise InputError("--backgrounds needs --rna_file; prepared patients use their own background patches")
@@ -545,7 +544,7 @@ def generate(
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="generating", unit="batch")
+        starts = tqdm(starts, desc="generating", unit="batch", disable=None)  # None: no bar off a terminal
     try:
         for s in starts:
             b = collate_inputs(requests[s : s + batch_size])
@@ -605,7 +604,7 @@ def make_staging(output_dir: str | os.PathLike) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=parent))
-        staging.chmod(0o755)  # mkdtemp makes it private; it becomes output_dir when that is new
+        staging.chmod(dir_mode())  # mkdtemp makes it private; it becomes output_dir when that is new
         return staging
     except OSError as exc:
         raise OutputError(f"cannot write into {parent}: {exc}") from exc
@@ -637,7 +636,7 @@ class GeneratedNoduleWriter:
     Layout of ``output_dir``::
 
         index.csv                                   one row per nodule (paths relative to output_dir)
-        <patient>/<patient>_s<j>_image.nii.gz       HU (clipped to [-1000, 500]), float32, (col, row, 1),
+        <patient>/<patient>_s<j>_image.nii.gz       HU (within ``hu_range``), float32, (col, row, 1),
                                                     affine diag(col mm, row mm, 1)
         <patient>/<patient>_s<j>_mask.nii.gz        uint8 {0, 1}, mask > 0 of the generator's mask channel
         <patient>/<patient>_s<j>_preview.png        background | generated | generated + mask outline
@@ -650,10 +649,18 @@ class GeneratedNoduleWriter:
         output_dir: destination folder.
         previews: write the PNG previews.
         name: logger name.
+        hu_range: the HU window of the prepared dataset (``rggan.intensity.hu_range_of(dataset_dir)``).
     """
 
-    def __init__(self, output_dir: str | os.PathLike, previews: bool = True, name: str | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        previews: bool = True,
+        name: str | None = None,
+        hu_range: Sequence[float] = DEFAULT_HU_RANGE,
+    ) -> None:
         self.output_dir = Path(output_dir)
+        self.hu_range = tuple(float(v) for v in hu_range)
         self.previews = as_flag(previews)
         self.logger = logging.getLogger(name or __name__)
         self.rows: list[dict[str, Any]] = []
@@ -687,8 +694,8 @@ class GeneratedNoduleWriter:
         assert self._staging is not None
         image, mask = image.detach().float().cpu(), mask.detach().float().cpu()
         spacing = torch.as_tensor(batch["spacing"], dtype=torch.float64)
-        feats = nodule_features(image, mask, spacing)
-        hu = to_hu(image.clamp(-1.0, 1.0)).numpy()[:, 0]  # G's image is in [-1, 1] for valid backgrounds
+        feats = nodule_features(image, mask, spacing, hu_range=self.hu_range)
+        hu = to_hu(image.clamp(-1.0, 1.0), self.hu_range).numpy()[:, 0]  # G's image is in [-1, 1]
         for i, rid in enumerate(batch["id"]):
             pid = str(batch["patient"][i])
             sub = _safe_name(pid)

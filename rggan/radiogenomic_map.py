@@ -179,7 +179,7 @@ def synthesis_map(
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=f"synthesis map ({n_units} units x {n_req} samples)", unit="batch")
+        starts = tqdm(starts, desc=f"synthesis map ({n_units} units x {n_req} samples)", unit="batch", disable=None)
     try:
         for s in starts:
             flat = torch.arange(s, min(s + half, total), device=device)
@@ -257,8 +257,11 @@ def bootstrap_ci(
 # ---------------------------------------------------------------------------------------------- conventional map
 
 
-def real_features(items: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Features of the real nodules of prepared datalist items (absolute ``image``/``mask`` paths, ``spacing``)."""
+def real_features(items: Sequence[Mapping[str, Any]], hu_range: Sequence[float] | None = None) -> pd.DataFrame:
+    """Features of the real nodules of prepared datalist items (absolute ``image``/``mask`` paths, ``spacing``).
+
+    ``hu_range``: the prepared dataset's HU window (``rggan.intensity.hu_range_of``); None: the default one.
+    """
     if not items:
         raise InputError("no prepared sample to measure")
 
@@ -269,7 +272,8 @@ def real_features(items: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     images = np.stack([load(it["image"]) for it in items])
     masks = np.stack([load(it["mask"]) for it in items])
     spacing = torch.tensor([[float(v) for v in it.get("spacing", (1.0, 1.0))] for it in items], dtype=torch.float64)
-    f = nodule_features(torch.from_numpy(images), torch.from_numpy(masks), spacing)
+    kwargs = {} if hu_range is None else {"hu_range": hu_range}
+    f = nodule_features(torch.from_numpy(images), torch.from_numpy(masks), spacing, **kwargs)
     return pd.DataFrame(
         {k: f[k].numpy() for k in FEATURE_NAMES}, index=pd.Index([str(it["patient"]) for it in items], name="patient")
     )

@@ -2,7 +2,7 @@
 
 Every flag of the seed's table keeps its name, default and meaning; the run itself is
 ``monai.bundle.run`` on ``bundle/configs/train.yaml`` (plus any ``--config`` overlays), so
-``rggan train --ep 2`` and ``python -m monai.bundle run --config_file bundle/configs/train.yaml --epochs 2``
+``rggan train --ep 2`` and ``python -m monai.bundle run training --config_file bundle/configs/train.yaml --epochs 2``
 are the same training.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def bundle_dir() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``rggan train`` (the seed README's flag table plus a few extras)."""
     p = argparse.ArgumentParser(prog="rggan train", description="Train the Radiogenomic GAN (MONAI bundle).")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--device", default=None, help="e.g. 'cuda:0' or 'cpu' (default: cuda:0 if available)")
     p.add_argument("--input", default="./data", help="Location of data workspace: raw download or prepared folder.")
     p.add_argument("--output", default="./ModelOut", help="Model output folder.")
@@ -123,13 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for extra in args.config:
         path = Path(extra)
         configs.append(str(path if path.is_file() else root / path))
+    logging_file = root / "configs" / "logging.conf"
     try:
-        run(
-            config_file=configs,
-            meta_file=str(root / "configs" / "metadata.json"),
-            logging_file=str(root / "configs" / "logging.conf"),
-            **overrides_from_args(args, notice=lambda m: print(m, file=sys.stderr)),
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.verbose:  # the bundle's logging configuration at DEBUG level
+                debug = Path(tmp) / "logging.conf"
+                debug.write_text(logging_file.read_text().replace("level=INFO", "level=DEBUG"))
+                logging_file = debug
+            run(
+                config_file=configs,
+                meta_file=str(root / "configs" / "metadata.json"),
+                logging_file=str(logging_file),
+                **overrides_from_args(args, notice=lambda m: print(m, file=sys.stderr)),
+            )
     except Exception as err:
         # MONAI wraps errors raised while evaluating config expressions: report rggan's own message.
         cause: BaseException | None = err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,8 @@ def demo_samples(prepared_demo):
 def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Relative path -> (size, mtime_ns) of every file under ``root``."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def modes(root: Path) -> dict[str, int]:
+    """Relative path -> permission bits of every file and folder under ``root``."""
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*")}

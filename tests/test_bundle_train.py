@@ -14,6 +14,7 @@ from monai.bundle import ConfigWorkflow
 from rggan.handlers import find_latest_checkpoint
 
 from tests._prepared import make_prepared
+from tests.conftest import modes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 CONFIG_FILES = [str(CONFIGS / "train.yaml"), str(CONFIGS / "demo.yaml")]
@@ -93,6 +94,8 @@ def test_train_one_epoch_logs_everything_and_is_reproducible(meta_file, prepared
         "d_optimizer",
         "g_lr_scheduler",
         "d_lr_scheduler",
+        "g_scaler",
+        "d_scaler",
     }
     assert ckpt["generator"].keys() == ckpt["ema_generator"].keys()
 
@@ -137,12 +140,52 @@ def test_rerun_resumes_from_latest_checkpoint(meta_file, prepared, tmp_path):
     assert wf.trainer.state.iteration == per_epoch
 
 
+def test_nan_step_leaves_model_checkpoints_and_ema_intact(meta_file, prepared, tmp_path):
+    """A non-finite loss stops training; the previous model.pt and checkpoints stay, the EMA skips the step."""
+    out = tmp_path / "out"
+    run_workflow(meta_file, prepared, out, epochs=1, save_interval=1)
+    before = {p.name: p.read_bytes() for p in (out / "models").iterdir()}
+    assert "model.pt" in before
+    # test-only overlay: NaN gene vectors in the batch of iteration 4 (the 2nd step of the resumed run)
+    poison = tmp_path / "poison.yaml"
+    poison.write_text(
+        "+initialize:\n"
+        "  - \"$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_STARTED(once=4), "
+        "lambda e: e.state.batch['rna'].fill_(float('nan')))\"\n"
+    )
+    wf = ConfigWorkflow(
+        config_file=[*CONFIG_FILES, str(poison)], meta_file=meta_file, workflow_type="train",
+        dataset_dir=str(prepared), output_dir=str(out), **{**TINY, "epochs": 3, "save_interval": 1},
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    assert wf.trainer.state.iteration == 4 and wf.trainer.should_terminate
+    assert not all(torch.isfinite(p).all() for p in wf.trainer.g_network.parameters())  # G itself diverged
+    ema = wf.parser.get_parsed_content("train#ema").ema_model
+    assert all(torch.isfinite(t).all() for t in ema.state_dict().values())  # weights and BatchNorm statistics
+    after = {p.name: p.read_bytes() for p in (out / "models").iterdir()}
+    assert after == before  # no new checkpoint, model.pt byte-identical
+
+
+def test_amp_grad_scaler_state_is_checkpointed_and_restored(meta_file, prepared, tmp_path):
+    """float16 autocast with loss scaling (CPU here): the GradScalers' state is saved and restored on resume."""
+    amp = {"amp": True, "train#trainer#amp_kwargs": {"dtype": "$torch.float16"}}
+    run_workflow(meta_file, prepared, tmp_path, epochs=1, **amp)
+    ckpt = torch.load(find_latest_checkpoint(tmp_path / "models"), weights_only=True)
+    fresh = torch.amp.GradScaler("cpu").state_dict()
+    assert ckpt["g_scaler"].keys() == fresh.keys() and ckpt["g_scaler"] != fresh  # the scaler has moved
+    wf = run_workflow(meta_file, prepared, tmp_path, epochs=1, **amp)  # resumes an already finished run
+    assert wf.trainer.g_scaler.state_dict() == ckpt["g_scaler"]
+    assert wf.trainer.d_scaler.state_dict() == ckpt["d_scaler"]
+
+
 def test_cli_from_another_directory(meta_file, prepared, tmp_path):
-    """`python -m monai.bundle run` works from any directory, without PYTHONPATH or --bundle_root."""
+    """`python -m monai.bundle run training` works from any directory, without PYTHONPATH or --bundle_root."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     args = [f"--{k}={v}" for k, v in TINY.items()]
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
+        sys.executable, "-m", "monai.bundle", "run", "training",
         "--config_file", str(CONFIG_FILES), "--meta_file", meta_file,
         "--dataset_dir", str(prepared), "--output_dir", str(tmp_path / "out"), "--epochs", "1", *args,
     ]  # fmt: skip
@@ -152,17 +195,74 @@ def test_cli_from_another_directory(meta_file, prepared, tmp_path):
     assert find_latest_checkpoint(tmp_path / "out" / "models").endswith("checkpoint_epoch=1_iteration=2.pt")
 
 
+def test_non_terminal_log_is_short_and_clean(meta_file, tmp_path):
+    """A log file gets losses every log interval, an epoch summary every epochs // 5, no bars, no repeats."""
+    from rggan.data.demo import generate_demo_dataset
+
+    raw = tmp_path / "raw"
+    generate_demo_dataset(raw, patients=8, extras=False, ct_shape=(16, 64, 64), n_genes=20)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    settings = {**TINY, "batch_size": 6, "epochs": 40, "log_interval": 4, "sample_interval": 5, "save_interval": 10}
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG_FILES),
+        "--meta_file", meta_file, "--dataset_dir", str(raw), "--output_dir", str(tmp_path / "out"),
+        *[f"--{k}={v}" for k, v in settings.items()],
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    lines = log.splitlines()
+    assert "\r" not in log and not any("prepare:" in line for line in lines)  # no tqdm bar off a terminal
+    assert sum("-- d_loss:" in line for line in lines) == 40 // 4  # 1 iteration per epoch (6 training patients)
+    assert [line.split(" - ")[-1].split(" Metrics")[0] for line in lines if "] Metrics --" in line] == [
+        f"Epoch[{e}]" for e in (8, 16, 24, 32, 40)
+    ]
+    assert not any("Complete. Time taken" in line for line in lines)  # Ignite's per-epoch line
+    assert sum("nvImageCodec" in line for line in lines) <= 1
+    assert sum("saved checkpoint" in line for line in lines) == 4 and "prepared 8 patients" in log
+    assert len(lines) <= 60, log
+
+
 def test_raw_download_is_prepared_then_trained(meta_file, tmp_path):
     """A dataset_dir without datalist.json is prepared into <output_dir>/prepared first (demo download)."""
     from rggan.data.demo import generate_demo_dataset
 
     raw = tmp_path / "raw"
     generate_demo_dataset(raw, patients=6, extras=False, ct_shape=(16, 64, 64), n_genes=20)
-    wf = run_workflow(meta_file, raw, tmp_path / "out", epochs=1, batch_size=2)
+    old_umask = os.umask(0o022)
+    try:
+        wf = run_workflow(meta_file, raw, tmp_path / "out", epochs=1, batch_size=2)
+    finally:
+        os.umask(old_umask)
     prepared = tmp_path / "out" / "prepared"
     assert (prepared / "datalist.json").is_file() and (prepared / "report.txt").is_file()
     assert wf.trainer.state.iteration >= 1
     assert find_latest_checkpoint(tmp_path / "out" / "models") is not None
+    # every output honours the umask: 0644 files (datalist, reports, npy, checkpoints, model.pt), 0755 folders
+    written = modes(tmp_path / "out")
+    assert {"prepared/datalist.json", "prepared/samples", "models/model.pt", "samples"} <= set(written)
+    wrong = {k: oct(m) for k, m in written.items() if m != (0o755 if (tmp_path / "out" / k).is_dir() else 0o644)}
+    assert wrong == {}
+
+
+def test_training_seed_never_reprepares_or_changes_the_split(meta_file, tmp_path):
+    """The split belongs to prepare (`prepare_seed`, recorded in datalist.json); `--seed` only seeds training."""
+    from rggan.data.demo import generate_demo_dataset
+
+    raw = tmp_path / "raw"
+    generate_demo_dataset(raw, patients=8, extras=False, ct_shape=(16, 64, 64), n_genes=20)
+    out = tmp_path / "out"
+    run_workflow(meta_file, raw, out, epochs=1, batch_size=2, seed=1)
+    datalist = out / "prepared" / "datalist.json"
+    before, stamp = datalist.read_bytes(), datalist.stat().st_mtime_ns
+    assert json.loads(before)["seed"] == 12345  # prepare_seed's default, not the training seed
+    wf = run_workflow(meta_file, raw, out, epochs=2, batch_size=2, seed=2)  # resumed with another seed
+    assert wf.trainer.state.epoch == 2
+    assert datalist.read_bytes() == before and datalist.stat().st_mtime_ns == stamp  # not even re-prepared
+    # prepare_seed does choose the split
+    run_workflow(meta_file, raw, tmp_path / "other", epochs=1, batch_size=2, prepare_seed=7)
+    other = json.loads((tmp_path / "other" / "prepared" / "datalist.json").read_text())
+    assert other["seed"] == 7
 
 
 @pytest.mark.slow

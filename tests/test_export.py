@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from rggan.cli import main as cli_main
@@ -46,3 +47,47 @@ def test_export_of_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "o")]) == 3
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _checkpoint(tmp_path):
+    ckpt = tmp_path / "checkpoint_epoch=1_iteration=3.pt"
+    torch.save({"ema_generator": _trained_like_generator().state_dict()}, ckpt)
+    return ckpt
+
+
+def test_export_without_onnx_packages_is_one_clear_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import sys
+
+    ckpt = _checkpoint(tmp_path)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as on a plain install: `import onnxscript` fails
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "out")]) == 7
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxscript" in err and 'pip install "rggan[export]"' in err, err
+    assert "--no-onnx" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.name]  # no output folder, no staging left
+    # --no-onnx needs no ONNX package
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "out"), "--no-onnx"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.pt"]
+
+
+def test_failed_onnx_export_leaves_no_output(tmp_path, monkeypatch):
+    ckpt = _checkpoint(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter failed")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        cli_main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "out")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.name]  # model.pt was not written either
+
+
+def test_export_extra_lists_the_onnx_packages():
+    import configparser
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    export = cfg["options.extras_require"]["export"]
+    assert all(name in export for name in ("onnx>=", "onnxscript>=", "onnxruntime>="))
+    assert "%(export)s" in cfg.get("options.extras_require", "test", raw=True)

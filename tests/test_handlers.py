@@ -65,21 +65,74 @@ def test_checkpoint_saver_interval_final_atomic_and_latest(tmp_path):
 
 
 def test_terminate_on_nan_logs_and_skips_final_checkpoint(tmp_path, caplog):
-    engine, data = _engine({5: float("nan")})
+    from ignite.engine import Events
+    from rggan.handlers import FinalModelSaver
+
+    engine, data = _engine({6: float("nan")})  # the last iteration of epoch 2: no epoch-2 checkpoint either
     TerminateOnNan(output_transform=lambda o: {"g_loss": o["g_loss"], "d_loss": o["d_loss"]}).attach(engine)
     CheckpointSaver(tmp_path, {"trainer": engine}, save_interval=1).attach(engine)
+    FinalModelSaver(torch.nn.Linear(2, 2), tmp_path / "model.pt").attach(engine)
+    fired = []
+    for event in (Events.TERMINATE, Events.COMPLETED):
+        engine.add_event_handler(event, lambda e, name=event.name: fired.append(name))
     with caplog.at_level(logging.ERROR, logger="rggan.train"):
         engine.run(data, max_epochs=4)
-    assert engine.state.iteration == 5 and engine.state.diverged
-    assert "training diverged at epoch 2, iteration 5" in caplog.text and "g_loss" in caplog.text
-    assert os.listdir(tmp_path) == ["checkpoint_epoch=1_iteration=3.pt"]  # the last healthy one
+    assert engine.state.iteration == 6 and engine.should_terminate
+    assert fired == ["TERMINATE"]  # Ignite's skip_completed: no COMPLETED handler runs
+    assert "training diverged at epoch 2, iteration 6" in caplog.text and "g_loss" in caplog.text
+    assert os.listdir(tmp_path) == ["checkpoint_epoch=1_iteration=3.pt"]  # the last healthy one, no model.pt
+
+
+def test_ema_skips_the_step_that_terminates():
+    from rggan.handlers import ForeachEMAHandler
+
+    live = torch.nn.Linear(2, 2)
+
+    def step(engine, batch):
+        with torch.no_grad():
+            live.weight.fill_(float("nan") if engine.state.iteration == 3 else float(engine.state.iteration))
+        return {"g_loss": float(live.weight.detach().sum()), "d_loss": 0.0}
+
+    engine = Engine(step)
+    TerminateOnNan(output_transform=lambda o: o).attach(engine)  # before the EMA: same event, attach order
+    ema = ForeachEMAHandler(live, momentum=0.5)
+    ema.attach(engine)
+    engine.run(range(4), max_epochs=1)
+    assert engine.state.iteration == 3
+    # the EMA saw iterations 1 and 2 only: copy of the initial weights, then 0.5 * w + 0.5 * 1, then ... + 0.5 * 2
+    assert torch.isfinite(ema.ema_model.weight).all()
+    assert not torch.isfinite(live.weight).all()
+
+
+def test_checkpoint_saver_keeps_last_n_plus_final_across_resume(tmp_path):
+    net = torch.nn.Linear(2, 2)
+
+    def names():
+        return sorted(os.listdir(tmp_path), key=lambda n: int(n.split("=")[-1][:-3]))
+
+    engine, data = _engine(epoch_length=1)
+    CheckpointSaver(tmp_path, {"trainer": engine, "net": net}, save_interval=2, n_saved=2).attach(engine)
+    engine.run(data, max_epochs=7)
+    # intervals 2, 4, 6 -> the last two kept; the final (7) beside them
+    assert names() == ["checkpoint_epoch=4_iteration=4.pt", "checkpoint_epoch=6_iteration=6.pt",
+                       "checkpoint_epoch=7_iteration=7.pt"]  # fmt: skip
+    (tmp_path / "best_epoch=3_iteration=3.pt").write_text("x")  # another prefix: never pruned
+    # a resumed run (state loaded from the latest) counts the checkpoints it continues from
+    engine2, data2 = _engine(epoch_length=1)
+    engine2.load_state_dict(torch.load(find_latest_checkpoint(tmp_path), weights_only=True)["trainer"])
+    CheckpointSaver(tmp_path, {"trainer": engine2, "net": net}, save_interval=2, n_saved=2).attach(engine2)
+    engine2.run(data2, max_epochs=12)
+    assert names() == ["best_epoch=3_iteration=3.pt", "checkpoint_epoch=8_iteration=8.pt",
+                       "checkpoint_epoch=10_iteration=10.pt", "checkpoint_epoch=12_iteration=12.pt"]  # fmt: skip
+    with pytest.raises(ValueError):
+        CheckpointSaver(tmp_path, {"net": net}, n_saved=0)
 
 
 def test_terminate_on_nan_ignores_finite_values():
     engine, data = _engine({2: 1e30})
     TerminateOnNan(output_transform=lambda o: [o["g_loss"], torch.tensor(o["d_loss"])]).attach(engine)
     engine.run(data, max_epochs=2)
-    assert engine.state.iteration == 6 and not getattr(engine.state, "diverged", False)
+    assert engine.state.iteration == 6 and not engine.should_terminate
 
 
 def test_training_stats_metrics():

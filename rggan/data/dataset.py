@@ -17,6 +17,7 @@ Batch keys: ``image`` (1,S,S), ``mask`` (1,S,S), ``wrong_image``, ``wrong_mask``
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -166,8 +167,15 @@ def ensure_prepared(
             prepare_kwargs["image_size"] = int(image_size)
         config = PrepareConfig(**{k: v for k, v in prepare_kwargs.items() if k in fields})
         other = {k: v for k, v in prepare_kwargs.items() if k not in fields}
-        logging.getLogger("rggan.train").info("preparing %s into %s", dataset_dir, prepared_dir)
-        prepare_dataset(dataset_dir, prepared_dir, config=config, progress=progress, **other)
+        log = logging.getLogger("rggan.train")
+        log.info("preparing %s into %s", dataset_dir, prepared_dir)
+        result = prepare_dataset(dataset_dir, prepared_dir, config=config, progress=progress, **other)
+        n_train = sum(r.split == "training" for r in result.patients)
+        log.info(
+            "prepared %d patients (%d training, %d validation), excluded %d%s: see %s",
+            len(result.included), n_train, len(result.included) - n_train, len(result.excluded),
+            " (up to date)" if result.no_op else "", result.report.with_suffix(".txt"),
+        )  # fmt: skip
         folder = Path(prepared_dir)
     info = read_datalist_info(folder)
     if image_size is not None and info.get("image_size") not in (None, int(image_size)):
@@ -178,11 +186,19 @@ def ensure_prepared(
     return str(folder)
 
 
+@functools.cache
+def _load_numpy(keys: tuple[str, ...]) -> LoadImaged:
+    # one instance per key set: MONAI's LoadImage builds every default reader at construction, and the DICOM
+    # one warns each time that nvImageCodec is missing (stateless, so sharing it is safe)
+    return LoadImaged(keys=keys, reader="NumpyReader", image_only=True)
+
+
 def load_transform(keys: KeysCollection = ARRAY_KEYS) -> Compose:
     """The deterministic (cacheable) part: ``.npy`` paths -> plain float tensors."""
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
     return Compose(
         [
-            LoadImaged(keys=keys, reader="NumpyReader", image_only=True),
+            _load_numpy(keys),
             EnsureTyped(keys=keys, data_type="tensor", dtype=torch.float32, track_meta=False),
         ]
     )

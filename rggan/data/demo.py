@@ -720,6 +720,20 @@ class DemoSummary:
     n_files: int = 0
     seconds: float = 0.0
 
+    def describe(self) -> str:
+        """A short human summary (what ``rggan demo-data`` prints)."""
+        extras = len(self.no_rna) + len(self.no_seg) + len(self.rna_only) + len(self.ct_only)
+        z, y, x = self.ct_shape
+        return "\n".join([
+            f"Demo download written to {self.output} in {self.seconds:.1f} s "
+            f"({self.layout} NBIA layout, seed {self.seed}):",
+            f"  {self.n_files} DICOM files: {len(self.gan_cohort)} usable patients (CT + SEG + RNA) and {extras} that "
+            f"prepare must exclude; CT {x}x{y}x{z} voxels",
+            f"  RNA table: {self.rna_file}",
+            f"  planted gene effects: {self.truth_file}",
+            f"Next: rggan prepare --input {self.output} --output <prepared folder>, or train on it directly.",
+        ])  # fmt: skip
+
     @property
     def imaging_patients(self) -> list[str]:
         return sorted(self.gan_cohort + self.no_rna + self.no_seg + self.ct_only)
@@ -1236,7 +1250,7 @@ def generate_demo_dataset(
         try:
             from tqdm import tqdm
 
-            iterator = tqdm(imaging, desc="demo patients", unit="patient")
+            iterator = tqdm(imaging, desc="demo patients", unit="patient", disable=None)  # None: no bar off a terminal
         except ImportError:  # pragma: no cover
             pass
     for pid in iterator:

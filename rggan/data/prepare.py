@@ -33,6 +33,7 @@ from rggan import __version__
 from rggan.data import dicom
 from rggan.data.rna import GeneTransform, GeneTransformConfig, read_rna_table
 from rggan.errors import InputError, NoUsableDataError, OutputError, PatientDataError
+from rggan.intensity import DEFAULT_HU_RANGE, hu_to_unit, unit_to_hu
 from rggan.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -74,8 +75,8 @@ class PrepareConfig:
     num_bases: int = 10
     seed: int = 12345
     val_fraction: float = 0.2
-    hu_min: float = -1000.0
-    hu_max: float = 500.0
+    hu_min: float = DEFAULT_HU_RANGE[0]
+    hu_max: float = DEFAULT_HU_RANGE[1]
     lung_hu: float = -400.0
     min_lung_fraction: float = 0.9
     base_slice_radius: int = 2
@@ -151,18 +152,6 @@ class PrepareResult:
         return {r.patient: r.reason for r in self.patients if r.status == "excluded"}
 
 
-def hu_to_unit(hu: np.ndarray, hu_min: float = -1000.0, hu_max: float = 500.0) -> np.ndarray:
-    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [-1, 1] (spec §2.3).
-
-    Equivalent to ``monai.transforms.ScaleIntensityRange(hu_min, hu_max, -1, 1, clip=True)``, without importing
-    MONAI into the prepare step (its import alone costs seconds).
-    """
-    return ((np.clip(hu, hu_min, hu_max) - hu_min) / (hu_max - hu_min) * 2.0 - 1.0).astype(np.float32)
-
-
-def unit_to_hu(x: np.ndarray, hu_min: float = -1000.0, hu_max: float = 500.0) -> np.ndarray:
-    """Inverse of :func:`hu_to_unit` (within the clip window)."""
-    return ((np.asarray(x, dtype=np.float32) + 1.0) / 2.0 * (hu_max - hu_min) + hu_min).astype(np.float32)
 
 
 def find_rna_file(input_dir: Path) -> Path:
@@ -386,9 +375,9 @@ def _write_patient(job: _Job, crops: dict[str, Any]) -> dict[str, Any]:
     image = _resize(crops["image"][None], cfg.image_size, "auto")
     mask = _resize(crops["mask"][None].astype(np.float32), cfg.image_size, "bilinear") >= 0.5
     bases = _resize(crops["bases"], cfg.image_size, "auto")
-    atomic_save_npy(out / "image.npy", hu_to_unit(image, cfg.hu_min, cfg.hu_max))
+    atomic_save_npy(out / "image.npy", hu_to_unit(image, (cfg.hu_min, cfg.hu_max)))
     atomic_save_npy(out / "mask.npy", np.where(mask, 1.0, -1.0).astype(np.float32))
-    atomic_save_npy(out / "bases.npy", hu_to_unit(bases, cfg.hu_min, cfg.hu_max))
+    atomic_save_npy(out / "bases.npy", hu_to_unit(bases, (cfg.hu_min, cfg.hu_max)))
     # Written last: a patient interrupted half-way is prepared again next time.
     atomic_write_json(out / "fingerprint.json", {"fingerprint": job.fingerprint, "details": crops["details"]})
     return crops["details"]
@@ -542,7 +531,8 @@ def prepare_dataset(
             todo.append(job)
 
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    bar = tqdm(total=len(todo), desc="prepare", unit="patient", disable=not progress or not todo)
+    # disable=None: no bar when stderr is not a terminal (a log file would fill with carriage returns)
+    bar = tqdm(total=len(todo), desc="prepare", unit="patient", disable=None if progress and todo else True)
 
     problems_by_folder: dict[Path, list[dicom.FileProblem]] = {}
     for problem in index.problems:
