@@ -84,7 +84,7 @@ class BestGeneratorSaver:
         before = self.checkpoint.last_checkpoint
         self.checkpoint(engine)
         if self.checkpoint.last_checkpoint != before:
-            self.logger.info(
+            self.logger.debug(
                 "new best generator (%s %.4g): %s",
                 self.key_metric, engine.state.metrics[self.key_metric], self.checkpoint.last_checkpoint,
             )  # fmt: skip

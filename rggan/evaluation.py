@@ -414,9 +414,9 @@ class EvaluationHandler:
 
     Runs :func:`evaluate_generator` (no radiogenomic map: ``truth_file=None``) and logs
     :func:`scalar_metrics` through the trainer's logger and, if given, a TensorBoard ``summary_writer``
-    (tags ``<tag>/<metric>``, step = epoch). The scalars also go into ``engine.state.metrics`` as
-    ``<tag>_<metric>`` (e.g. ``eval_key_metric``, see :func:`key_metric`), where
-    :class:`rggan.handlers.BestGeneratorSaver` reads its key metric. Add it to a training config, e.g.::
+    (tags ``<tag>/<metric>``, step = epoch). The key metric also goes into ``engine.state.metrics`` as
+    ``<tag>_key_metric`` (see :func:`key_metric`), where :class:`rggan.handlers.BestGeneratorSaver` reads it.
+    Add it to a training config, e.g.::
 
         +train#handlers:
           - _target_: rggan.evaluation.EvaluationHandler
@@ -470,7 +470,7 @@ class EvaluationHandler:
         scalars = scalar_metrics(result["metrics"])
         epoch = int(engine.state.epoch)
         self.history.append((epoch, scalars))
-        engine.state.metrics.update({f"{self.tag}_{k}": v for k, v in scalars.items()})
+        engine.state.metrics[f"{self.tag}_key_metric"] = scalars["key_metric"]  # for model selection
         shown = {k: v for k, v in scalars.items() if k == "key_metric" or k.split("/")[-1] in KEY_FEATURES}
         engine.logger.info("Epoch[%d] evaluation: %s", epoch, " ".join(f"{k}: {v:.3g}" for k, v in shown.items()))
         if self.summary_writer is not None:
