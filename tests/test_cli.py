@@ -50,7 +50,7 @@ def test_verbose_anywhere(argv, capsys):
 @pytest.mark.parametrize("argv", [["-v", "train", "--help"], ["train", "-v", "--help"]])
 def test_verbose_with_train(argv):
     # subprocess: --help exits; `rggan -v train` used to end in AttributeError ('Namespace' ... 'func')
-    proc = subprocess.run([sys.executable, "-m", "rggan.cli", *argv], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "rggan.cli", *argv], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "usage: rggan train" in proc.stdout and "--verbose" in proc.stdout
 
