@@ -16,7 +16,7 @@ Variants (same machine, same data, same seed, same networks at the paper's sizes
   (``Adam(fused=True)``), the D loss backward per pair as the trainer does it (``--d-single-backward``:
   one backward) and a one-pass EMA, in a plain loop over in-memory tensors (no Ignite, no MONAI engine
   or data pipeline).
-* ``proto`` (c): a re-creation of the prototype's step (reference_prototype.md §5-§6, §9) on the same
+* ``proto`` (c): a re-creation of the prototype's step (docs/performance.md describes it) on the same
   networks: the G loss runs D twice on the fakes (the first result unused, V2), the background mask is
   eroded on the host per sample (``.cpu().numpy()`` + a 5x5 ``scipy.ndimage.binary_erosion`` with cv2's
   default border, V0/V1), one backward of the summed D loss, labels allocated per step, the losses

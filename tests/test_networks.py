@@ -300,7 +300,7 @@ def test_output_detach():
     assert torch.equal(det.image, out.image)
 
 
-# Reference counts at the prototype's sizes (reference_prototype.md §3.1, §4): G 43.43 M used parameters
+# Reference counts at the prototype's sizes (bundle/docs/README.md, network table): G 43.43 M used parameters
 # (EC 2.71 M, FC4..FC1 17.20 M, background encoder 1.57 M, synthesis 18.81 M, upsamplers 3.14 M, head 576);
 # D 6.15 M with 3x3 kernels, 8.56 M with 4x4.
 EXPECTED = {

@@ -5,7 +5,7 @@ Two layers:
 * Low-level DICOM writers, also used by other test modules:
   :func:`write_ct_series` (axial CT, signed or unsigned, head- or feet-first numbering) and
   :func:`write_seg` (the three SEG producers found in / useful for this collection:
-  ``"slicer"``, ``"epad"`` and conformant ``"highdicom"``), see ``shared/docs/data_formats.md`` §2.
+  ``"slicer"``, ``"epad"`` and conformant ``"highdicom"``; the first two break naive readers).
 * :func:`generate_demo_dataset`, which writes a whole download::
 
       <output>/manifest-<n>/metadata.csv
