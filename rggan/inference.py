@@ -63,6 +63,7 @@ __all__ = [
     "GeneratedNoduleWriter",
     "write_nifti",
     "preview_png",
+    "outlined",
     "make_staging",
     "commit_staging",
 ]
@@ -576,15 +577,21 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return ((np.clip(x, -1, 1) + 1) * 127.5).round().astype(np.uint8)
 
 
-def preview_png(base: np.ndarray, image: np.ndarray, mask: np.ndarray, min_side: int = 128) -> np.ndarray:
-    """RGB preview (H, 3W, 3): background | generated image | generated image with the mask outline in red."""
-    b, g = _to_uint8(base), _to_uint8(image)
+def outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image in [-1, 1] with the outline of ``mask > 0`` in red."""
+    g = _to_uint8(image)
     inside = mask > 0
     pad = np.pad(inside, 1)
     edge = inside & ~(pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:])
-    over = np.stack([g, g, g], -1)
-    over[edge] = (255, 40, 40)
-    tiles = [np.stack([b, b, b], -1), np.stack([g, g, g], -1), over]
+    rgb = np.stack([g, g, g], -1)
+    rgb[edge] = (255, 40, 40)
+    return rgb
+
+
+def preview_png(base: np.ndarray, image: np.ndarray, mask: np.ndarray, min_side: int = 128) -> np.ndarray:
+    """RGB preview (H, 3W, 3): background | generated image | generated image with the mask outline in red."""
+    b, g = _to_uint8(base), _to_uint8(image)
+    tiles = [np.stack([b, b, b], -1), np.stack([g, g, g], -1), outlined(image, mask)]
     row = np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
     scale = max(1, int(math.ceil(min_side / base.shape[0])))
     return np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)

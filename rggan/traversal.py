@@ -62,13 +62,9 @@ def traversal_images(
 
 
 def _tile(image: np.ndarray, mask: np.ndarray, scale: int) -> np.ndarray:
-    g = ((np.clip(image, -1, 1) + 1) * 127.5).round().astype(np.uint8)
-    inside = mask > 0
-    pad = np.pad(inside, 1)
-    edge = inside & ~(pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:])
-    rgb = np.stack([g, g, g], -1)
-    rgb[edge] = (255, 40, 40)
-    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    from rggan.inference import outlined
+
+    return np.repeat(np.repeat(outlined(image, mask), scale, axis=0), scale, axis=1)
 
 
 def traversal_strip(
