@@ -117,13 +117,9 @@ def fast_synthesis_map(
         with the directions, the step, the fraction of the shifts' energy the directions capture and the
         number of generations.
     """
-    from rggan.radiogenomic_map import _collate, _mean_sem, _units
+    from rggan.radiogenomic_map import _check_map_inputs, _collate, _mean_sem
 
-    if delta <= 0:
-        raise InputError(f"delta must be > 0, got {delta}")
-    if not requests:
-        raise InputError("no patient to compute the synthesis map on")
-    names, unit_idx = _units(gene_names, genes, modules)
+    names, unit_idx = _check_map_inputs(requests, gene_names, delta, genes, modules)
     device = device or next(network.parameters()).device
     _encoder_parts(network)
     was_training = network.training

@@ -93,6 +93,21 @@ def _units(
     return chosen, [[index[g]] for g in chosen]
 
 
+def _check_map_inputs(
+    requests: Sequence[Mapping[str, Any]],
+    gene_names: Sequence[str],
+    delta: float,
+    genes: Sequence[str] | None,
+    modules: Mapping[str, Sequence[str]] | None,
+) -> tuple[list[str], list[list[int]]]:
+    """Validate a map's arguments (both map methods); returns the unit names and their gene columns."""
+    if delta <= 0:
+        raise InputError(f"delta must be > 0, got {delta}")
+    if not requests:
+        raise InputError("no patient to compute the synthesis map on")
+    return _units(gene_names, genes, modules)
+
+
 def _collate(
     requests: Sequence[Mapping[str, Any]], num_genes: int, device: str | torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -150,11 +165,7 @@ def synthesis_map(
         "per_patient": (units, patients, features) float64 tensor of each patient's mean effect (NaN where
         none of its pairs was valid), "patients": the patient labels of its second axis}``.
     """
-    if delta <= 0:
-        raise InputError(f"delta must be > 0, got {delta}")
-    if not requests:
-        raise InputError("no patient to compute the synthesis map on")
-    names, unit_idx = _units(gene_names, genes, modules)
+    names, unit_idx = _check_map_inputs(requests, gene_names, delta, genes, modules)
     device = device or next(network.parameters()).device
     was_training = network.training
     network.eval()
