@@ -212,6 +212,10 @@ class GeneratorLoss:
         c_rec: coefficient of the paired reconstruction term (mask + image inside the real nodule); 0: off.
         c_tex: coefficient of the paired texture term (SD inside the real nodule); 0: off.
         c_shape: coefficient of the paired margin term (soft irregularity of the mask); 0: off.
+        rec_smooth: side of the box filter applied to both images before the image part of ``c_rec``
+            (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
+            generated one towards its median, no texture at all; after a box filter the term asks for
+            the patient's HU where the filter averages the texture out.
 
     Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
     ``"g_tex"``, ``"g_shape"`` (those with a non-zero coefficient), each already multiplied by its
@@ -231,7 +235,11 @@ class GeneratorLoss:
         c_rec: float = 0.0,
         c_tex: float = 0.0,
         c_shape: float = 0.0,
+        rec_smooth: int = 1,
     ) -> None:
+        if isinstance(rec_smooth, bool) or not isinstance(rec_smooth, int) or rec_smooth < 1 or rec_smooth % 2 == 0:
+            raise ValueError(f"rec_smooth must be an odd int >= 1 (1: per-pixel L1), got {rec_smooth!r}")
+        self.rec_smooth = rec_smooth
         c = _check_coefficients(
             c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape
         )
@@ -277,7 +285,13 @@ class GeneratorLoss:
             inside = (real_mask > 0).to(fake.image.dtype)
             if self.c_rec > 0:
                 n = inside.flatten(1).sum(1).clamp(min=1.0)
-                img = ((fake.image - real_image).abs() * inside).flatten(1).sum(1) / n
+                fake_i, real_i = fake.image, real_image
+                if self.rec_smooth > 1:
+                    k = self.rec_smooth
+                    fake_i, real_i = (
+                        F.avg_pool2d(t, k, stride=1, padding=k // 2, count_include_pad=False) for t in (fake_i, real_i)
+                    )
+                img = ((fake_i - real_i).abs() * inside).flatten(1).sum(1) / n
                 terms["g_rec"] = self.c_rec * ((fake.mask - real_mask).abs().mean() + img.mean())
             if self.c_tex > 0:  # each nodule's own mask, as the std_hu feature measures it
                 _, sd_fake = _masked_mean_std(fake.image, (fake.mask.detach() > 0).to(inside.dtype))

@@ -69,6 +69,47 @@ def test_discriminator_with_own_condition_encoder_and_augmentation():
     assert not torch.allclose(a, b)  # training mode: a fresh augmentation per call
 
 
+@pytest.mark.parametrize("head", ["concat", "projection"])
+def test_isc_score_of_a_pair_depends_on_its_own_condition_only(head):
+    """In training mode (batch statistics), changing sample 0's condition must leave the other samples' match
+    scores alone with the projection head; the paper's concat head normalises the condition with the batch."""
+    torch.manual_seed(0)
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32, condition_dim=20, isc_head=head).apply(init_weights)
+    img, msk, rna = torch.randn(6, 1, 32, 32), torch.randn(6, 1, 32, 32), torch.randn(6, 20)
+    other = rna.clone()
+    other[0] = torch.randn(20) * 3
+    a, b = d(img, msk, rna).isc, d(img, msk, other).isc
+    assert not torch.isclose(a[0], b[0])  # its own condition matters
+    if head == "projection":
+        torch.testing.assert_close(a[1:], b[1:])
+    else:
+        assert not torch.allclose(a[1:], b[1:])  # the concat head's BatchNorm mixes the batch
+    with pytest.raises(ValueError, match="isc_head"):
+        RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32, isc_head="dot")
+
+
+def test_smoothed_reconstruction_does_not_penalise_texture():
+    torch.manual_seed(0)
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32)
+    real_mask = _disk(32, 9)[None, None].expand(8, 1, 32, 32) * 2 - 1
+    real = torch.where(real_mask > 0, 0.2 + 0.1 * torch.randn(8, 1, 32, 32), torch.full_like(real_mask, -0.8))
+    textured = torch.where(real_mask > 0, 0.2 + 0.1 * torch.randn(8, 1, 32, 32), real)  # another texture draw
+    flat = torch.where(real_mask > 0, torch.full_like(real, 0.2), real)  # no texture at all
+    from rggan.networks import GeneratorOutput
+
+    def rec(image: torch.Tensor, smooth: int) -> float:
+        m = real_mask
+        out = GeneratorOutput(embedding=torch.zeros(8, 8), image=image, mask=m, switch=m, alpha=m)
+        loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, rec_smooth=smooth)
+        return loss(d, out, real, real_image=real, real_mask=real_mask)["g_rec"].item()
+
+    assert rec(flat, 1) < rec(textured, 1)  # per-pixel L1 prefers no texture to a fresh draw of the right one
+    assert rec(textured, 5) < 0.5 * rec(textured, 1)  # after the box filter a fresh texture costs much less
+    assert rec(real, 5) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="rec_smooth"):
+        GeneratorLoss(rec_smooth=4)
+
+
 def test_losses_with_rna_condition_and_paired_terms():
     torch.manual_seed(0)
     g = RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, texture_noise=True).apply(init_weights)

@@ -19,6 +19,14 @@ wrong and fake pairs are augmented alike, in the D and the G step, so D cannot m
 nodules while G still learns the un-augmented distribution. Geometric only: intensity augmentations
 would change the HU phenotypes the map measures.
 
+``isc_head="projection"`` replaces the ISC path by a projection head (Miyato & Koyama 2018): with
+``phi`` the IS features summed over the k x k code map (8D values) and ``c`` the encoded condition,
+``isc = w . phi + b + <V c, phi>``. The condition meets the image in a per-sample inner product after
+the last BatchNorm, so the match score of one pair does not depend on the other pairs of its batch.
+With ``"concat"`` (the paper) the tiled condition goes through a BatchNorm layer with the image features,
+and the head can tell a batch of matched pairs from a batch of mismatched ones by the batch statistics
+alone, which gives the generator no per-sample gene signal.
+
 No sigmoid (LSGAN), no spectral norm. Each call is its own BatchNorm forward, so callers must keep
 real / wrong / fake pairs in separate calls (as the paper trains) rather than concatenating them.
 """
@@ -112,6 +120,8 @@ class RGDiscriminator(nn.Module):
             the condition is the expression vector of that many genes, encoded by D's own layer.
         augment: differentiable geometric augmentation of every input pair in training mode
             (:func:`dihedral_translate`, translation up to ``image_size // 8``).
+        isc_head: ``"concat"`` (the paper: tiled condition + Conv + BatchNorm) or ``"projection"``
+            (per-sample inner product of the condition with the pooled IS features).
 
     Raises:
         ValueError: inconsistent sizes or a kernel size other than 3 or 4.
@@ -126,6 +136,7 @@ class RGDiscriminator(nn.Module):
         kernel_size: int = 3,
         condition_dim: int | None = None,
         augment: bool = False,
+        isc_head: str = "concat",
     ) -> None:
         super().__init__()
         check_positive(embed_dim=embed_dim, d_n_feat=d_n_feat)
@@ -135,7 +146,10 @@ class RGDiscriminator(nn.Module):
             raise ValueError(
                 f"kernel_size must be 3 (MONAI prototype) or 4 (original research code), got {kernel_size}"
             )
+        if isc_head not in ("concat", "projection"):
+            raise ValueError(f"isc_head must be 'concat' (the paper) or 'projection', got {isc_head!r}")
         k = resolve_code_kernel(image_size, code_kernel)
+        self.isc_head = isc_head
         self.embed_dim = embed_dim
         self.d_n_feat = d_n_feat
         self.image_size = image_size
@@ -152,21 +166,24 @@ class RGDiscriminator(nn.Module):
         d = d_n_feat
         self.i_path = _encoder(1, d, kernel_size)
         self.is_path = _encoder(2, d, kernel_size)
-        self.isc_joint = Convolution(
-            2,
-            8 * d + embed_dim,
-            8 * d,
-            kernel_size=3,
-            act=("leakyrelu", {"negative_slope": 0.2, "inplace": True}),
-            norm="batch",
-            bias=False,
-        )
+        if isc_head == "concat":
+            self.isc_joint = Convolution(
+                2,
+                8 * d + embed_dim,
+                8 * d,
+                kernel_size=3,
+                act=("leakyrelu", {"negative_slope": 0.2, "inplace": True}),
+                norm="batch",
+                bias=False,
+            )
+        else:
+            self.isc_projection = nn.Linear(embed_dim, 8 * d, bias=False)
+        heads = ("isc", "i", "is_") if isc_head == "concat" else ("i", "is_")
         self.heads = nn.ModuleDict(
-            {
-                name: Convolution(2, 8 * d, 1, kernel_size=k, padding=0, conv_only=True, bias=True)
-                for name in ("isc", "i", "is_")
-            }
+            {name: Convolution(2, 8 * d, 1, kernel_size=k, padding=0, conv_only=True, bias=True) for name in heads}
         )
+        if isc_head == "projection":
+            self.heads["isc"] = nn.Linear(8 * d, 1)
 
     def forward(self, image: Tensor, mask: Tensor, embedding: Tensor) -> DiscriminatorOutput:
         """Score a batch.
@@ -195,11 +212,15 @@ class RGDiscriminator(nn.Module):
 
         f_i = self.i_path(image)
         f_is = self.is_path(torch.cat([image, mask], dim=1))
-        k = self.code_kernel
-        tiled = embedding[:, :, None, None].expand(-1, -1, k, k)
-        f_isc = self.isc_joint(torch.cat([tiled, f_is], dim=1))
+        if self.isc_head == "projection":
+            phi = f_is.sum(dim=(2, 3))
+            isc = self.heads["isc"](phi).flatten() + (self.isc_projection(embedding) * phi).sum(dim=1)
+        else:
+            k = self.code_kernel
+            tiled = embedding[:, :, None, None].expand(-1, -1, k, k)
+            isc = self.heads["isc"](self.isc_joint(torch.cat([tiled, f_is], dim=1))).flatten()
         return DiscriminatorOutput(
-            isc=self.heads["isc"](f_isc).flatten(),
+            isc=isc,
             i=self.heads["i"](f_i).flatten(),
             is_=self.heads["is_"](f_is).flatten(),
         )
