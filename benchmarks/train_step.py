@@ -4,10 +4,11 @@
 
 Variants (same machine, same data, same seed, same networks at the paper's sizes):
 
-* ``product`` (a): the real product path. ``bundle/configs/train.yaml`` is loaded with MONAI's
+* ``product`` (a): the real product path. ``bundle/configs/train.yaml`` (plus ``paper.yaml`` with
+  ``--recipe paper``, the default: the networks and losses of (b) and (c)) is loaded with MONAI's
   ``ConfigParser``; only ``dataset_dir``/``output_dir``/``epochs``/``resume`` (and the optional
   ``--workers``/``--channels-last`` overrides) are changed.  Everything else is the bundle's:
-  ``RGGANDataset`` + MONAI ``DataLoader`` (4 workers), ``RGGanTrainer`` with every default handler
+  ``RGGANDataset`` + MONAI ``DataLoader`` (workers sized to the CPUs), ``RGGanTrainer`` with every default handler
   (TrainingStats, TerminateOnNan, 2 x LrScheduleHandler, StatsHandler, TensorBoardStatsHandler,
   SampleSaver), then the ``run`` section's EMAHandler, CheckpointSaver, ProgressBar.
   An iteration is timed from Ignite's ``GET_BATCH_STARTED`` to the end of the last
@@ -690,7 +691,7 @@ def main() -> None:
             },
             "summary": summary,
             "ratios": ratios,
-            "targets": {"a_over_b": ">= 0.97", "a_over_c": ">= 1.10", "peak_rss_gib": "<= 3"},
+            "targets": {"a_over_b": ">= 0.98", "a_over_c": ">= 1.05", "peak_rss_gib": "<= 3"},  # issue 11 (fp32)
             "runs": runs,
         },
     )
