@@ -4,10 +4,11 @@
 
 Variants (same machine, same data, same seed, same networks at the paper's sizes):
 
-* ``product`` (a): the real product path. ``bundle/configs/train.yaml`` is loaded with MONAI's
+* ``product`` (a): the real product path. ``bundle/configs/train.yaml`` (plus ``paper.yaml`` with
+  ``--recipe paper``, the default: the networks and losses of (b) and (c)) is loaded with MONAI's
   ``ConfigParser``; only ``dataset_dir``/``output_dir``/``epochs``/``resume`` (and the optional
   ``--workers``/``--channels-last`` overrides) are changed.  Everything else is the bundle's:
-  ``RGGANDataset`` + MONAI ``DataLoader`` (4 workers), ``RGGanTrainer`` with every default handler
+  ``RGGANDataset`` + MONAI ``DataLoader`` (workers sized to the CPUs), ``RGGanTrainer`` with every default handler
   (TrainingStats, TerminateOnNan, 2 x LrScheduleHandler, StatsHandler, TensorBoardStatsHandler,
   SampleSaver), then the ``run`` section's EMAHandler, CheckpointSaver, ProgressBar.
   An iteration is timed from Ignite's ``GET_BATCH_STARTED`` to the end of the last
@@ -313,7 +314,10 @@ def run_product(args: argparse.Namespace) -> dict:
 
     out_dir = tempfile.mkdtemp(prefix="rggan_bench_train_")
     parser = ConfigParser()
-    parser.read_config(str(REPO / "bundle" / "configs" / "train.yaml"))
+    configs = [str(REPO / "bundle" / "configs" / "train.yaml")]
+    if args.recipe == "paper":  # the networks and losses of (b) and (c): like for like
+        configs.append(str(REPO / "bundle" / "configs" / "paper.yaml"))
+    parser.read_config(configs)
     epochs = args.epochs
     overrides: dict[str, Any] = {
         "dataset_dir": args.data,
@@ -502,7 +506,16 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps of every variant per round")
     p.add_argument("--iters", type=int, default=5, help="timed steps of bare/proto per round")
     p.add_argument("--epochs", type=int, default=3, help="epochs of the product run (timed: all but --warmup steps)")
-    p.add_argument("--workers", type=int, default=None, help="override the bundle's num_workers (default: bundle's, 4)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="override the bundle's num_workers (default: sized to the CPUs)"
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("paper", "default"),
+        default="paper",
+        help="product's training recipe: 'paper' (train.yaml + paper.yaml: the networks and losses of the bare and "
+        "prototype steps, like for like) or 'default' (train.yaml alone: the conditioning recipe, more work per step)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each variant (0: torch default)")
     p.add_argument("--channels-last", action="store_true", help="networks and batches in channels_last")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CPU (product: the bundle's amp=true)")
@@ -550,7 +563,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", v, "--result", res_path, "--data", args.data]
                 cmd += ["--warmup", str(args.warmup), "--iters", str(args.iters)]
                 cmd += ["--epochs", str(args.epochs)]
-                cmd += ["--threads", str(args.threads)]
+                cmd += ["--threads", str(args.threads), "--recipe", args.recipe]
                 if args.workers is not None:
                     cmd += ["--workers", str(args.workers)]
                 for flag in (
@@ -590,7 +603,8 @@ def main() -> None:
     summary = {v: _summarise(v, runs[v], batch) for v in variants}
     flops = summary.get("bare", {}).get("flops_per_step")
     for v, s in summary.items():
-        f = s.get("flops_per_step") or (flops if v == "product" else None)
+        # the product's FLOPs are the bare loop's only when both run the same recipe
+        f = s.get("flops_per_step") or (flops if v == "product" and args.recipe == "paper" else None)
         s["achieved_gflops"] = f / s["step_s_median"] / 1e9 if f else None
     ratios = {}
     if "product" in summary and "bare" in summary:
@@ -673,10 +687,11 @@ def main() -> None:
                 "compile": args.compile,
                 "threads": args.threads,
                 "workers": args.workers,
+                "recipe": args.recipe,
             },
             "summary": summary,
             "ratios": ratios,
-            "targets": {"a_over_b": ">= 0.97", "a_over_c": ">= 1.10", "peak_rss_gib": "<= 3"},
+            "targets": {"a_over_b": ">= 0.98", "a_over_c": ">= 1.05", "peak_rss_gib": "<= 3"},  # issue 11 (fp32)
             "runs": runs,
         },
     )

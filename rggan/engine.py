@@ -16,28 +16,44 @@ Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`
 
 ``engine.state.output`` after each iteration (a plain, batched dict)::
 
-    {"reals": image, "fakes": fake.image, "latents": z, "g_loss": float, "d_loss": float,
+    {"reals": image, "fakes": fake.image, "latents": z, "g_loss": 0-dim tensor, "d_loss": 0-dim tensor,
      "fake_mask": fake.mask, "base": base, "patient": [ids], "g_terms": {name: 0-dim tensor},
      "d_terms": {name: 0-dim tensor}}
 
-``g_loss``/``d_loss`` are the only values synchronised to the host each iteration (one transfer for
-both); per-term losses stay detached on the device until a handler asks for them, see
-:func:`loss_scalars`.
+The iteration never waits for the device: every loss stays a detached tensor on the device.  The
+handlers that need numbers convert them when they log (every ``log_interval`` iterations in
+``train.yaml``): :func:`loss_scalars` / :func:`loss_floats` copy all losses of one output to the host in
+a single transfer, shared by every handler that logs the same iteration.  :func:`loss_totals` returns
+the two totals as tensors, without a transfer (for tensor-side checks such as
+:class:`rggan.handlers.TerminateOnNan`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from ignite.engine import Engine
 from monai.engines import GanTrainer
 from monai.utils import GanKeys
 
-__all__ = ["RGGanTrainer", "prepare_rg_batch", "loss_scalars", "loss_totals", "TERMS_G", "TERMS_D"]
+__all__ = [
+    "RGGanTrainer",
+    "prepare_rg_batch",
+    "loss_scalars",
+    "loss_floats",
+    "loss_totals",
+    "interval_loss_floats",
+    "TERMS_G",
+    "TERMS_D",
+    "HOST_LOSSES",
+]
 
 TERMS_G = "g_terms"
 TERMS_D = "d_terms"
+#: key under which :func:`loss_scalars` caches its host copy in the output dict (one transfer per output)
+HOST_LOSSES = "host_losses"
 
 
 def prepare_rg_batch(
@@ -55,8 +71,11 @@ def prepare_rg_batch(
     }
 
 
-def loss_totals(output: Mapping[str, Any]) -> dict[str, float]:
-    """``{"g_loss": float, "d_loss": float}`` from an engine output (for ``TerminateOnNan``, progress bars)."""
+def loss_totals(output: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"g_loss": ..., "d_loss": ...}`` of an engine output as held: 0-dim device tensors, no host transfer.
+
+    For checks that stay on the device (:class:`rggan.handlers.TerminateOnNan`); loggers use :func:`loss_floats`.
+    """
     return {GanKeys.GLOSS: output[GanKeys.GLOSS], GanKeys.DLOSS: output[GanKeys.DLOSS]}
 
 
@@ -65,22 +84,59 @@ def loss_scalars(output: Mapping[str, Any]) -> dict[str, float]:
 
     Keys: ``g_loss``, ``d_loss`` and one per loss term (``g_isc``, ``d_real_i``, ..., as named by
     :mod:`rggan.losses`; a name is prefixed ``g_``/``d_`` if it lacks it).  Use it as the ``output_transform`` of
-    ``StatsHandler`` / ``TensorBoardStatsHandler``.
+    ``TensorBoardStatsHandler``.  The result is cached in ``output[HOST_LOSSES]`` (when ``output`` is a mutable
+    dict), so that every handler logging the same iteration shares the one transfer.
     """
-    out = dict(loss_totals(output))
+    cached = output.get(HOST_LOSSES)
+    if cached is not None:
+        return dict(cached)
     names, values = [], []
+    for name, value in loss_totals(output).items():
+        names.append(name)
+        values.append(value)
     for prefix, key in (("g", TERMS_G), ("d", TERMS_D)):
         for name, value in (output.get(key) or {}).items():
             if name == "total":
                 continue
             names.append(name if name.startswith(f"{prefix}_") else f"{prefix}_{name}")
-            values.append(value.detach().float().reshape(()) if isinstance(value, torch.Tensor) else value)
+            values.append(value)
+    values = [v.detach().float().reshape(()) if isinstance(v, torch.Tensor) else v for v in values]
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if tensors:
-        host = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).tolist())
+        host = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).tolist())  # the one transfer
         values = [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
-    out.update(zip(names, values))
-    return out
+    out = {n: float(v) for n, v in zip(names, values)}
+    if isinstance(output, dict):
+        output[HOST_LOSSES] = out
+    return dict(out)
+
+
+def loss_floats(output: Mapping[str, Any]) -> dict[str, float]:
+    """``{"g_loss": float, "d_loss": float}`` from the (shared, cached) transfer of :func:`loss_scalars`.
+
+    The ``output_transform`` of ``StatsHandler``; call it only when logging (it synchronises with the device).
+    """
+    host = loss_scalars(output)
+    return {GanKeys.GLOSS: host[GanKeys.GLOSS], GanKeys.DLOSS: host[GanKeys.DLOSS]}
+
+
+def interval_loss_floats(engine: Engine, interval: int) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+    """An ``output_transform`` for per-iteration displays (a progress bar) that syncs only every ``interval``.
+
+    On iterations divisible by ``interval`` it returns :func:`loss_floats` of the output and remembers them; on
+    the others it returns the remembered values (none before the first log), so the display advances every
+    iteration while the losses it shows refresh at the log interval.
+    """
+    interval = max(int(interval), 1)
+    last: dict[str, float] = {}
+
+    def transform(output: Mapping[str, Any]) -> dict[str, float]:
+        if engine.state.iteration % interval == 0:
+            last.clear()
+            last.update(loss_floats(output))
+        return dict(last)
+
+    return transform
 
 
 def _detached_terms(terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -183,13 +239,13 @@ class RGGanTrainer(GanTrainer):
         engine.g_scaler.step(engine.g_optimizer)
         engine.g_scaler.update()
 
-        g_loss, d_loss = torch.stack([g_out["total"].detach().float(), d_total]).tolist()  # one host sync
+        # no host transfer here: the losses stay on the device until a handler logs them (loss_scalars)
         return {
             GanKeys.REALS: image,
             GanKeys.FAKES: fake.image.detach(),
             GanKeys.LATENTS: z,
-            GanKeys.GLOSS: g_loss,
-            GanKeys.DLOSS: d_loss,
+            GanKeys.GLOSS: g_out["total"].detach().float(),
+            GanKeys.DLOSS: d_total,
             "fake_mask": fake.mask.detach(),
             "base": base,
             "patient": batch.get("patient"),

@@ -117,7 +117,10 @@ def _collate(
         raise InputError(f"the expression vectors have {rna.shape[1]} genes, gene_names {num_genes}")
     z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
     base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
-    spacing = torch.as_tensor(np.stack([np.asarray(r["spacing"], np.float64) for r in requests])).to(device)
+    spacing_np = np.stack([np.asarray(r["spacing"], np.float64) for r in requests])
+    if not (spacing_np > 0).all():  # on the host, once: a clear error, not a device-side assert in a batch
+        raise InputError("every request's spacing must be positive")
+    spacing = torch.as_tensor(spacing_np).to(device)
     return rna, z, base, spacing
 
 

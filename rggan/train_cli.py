@@ -36,7 +36,12 @@ FLAG_TO_CONFIG: dict[str, tuple[str, type, Any, str]] = {
     "c_is": ("c_is", float, 1.0, "Image-Segment loss coefficient."),
     "c_isc": ("c_isc", float, 10.0, "Image-Segment-Code loss coefficient."),
     "c_bg": ("c_bg", float, 100.0, "Background reconstruction loss coefficient."),
-    "workers": ("num_workers", int, 4, "Number of processing units for the DataLoader."),
+    "workers": (
+        "num_workers",
+        int,
+        4,
+        "Number of processing units for the DataLoader; unset: the bundle's, 4 or one less than the CPUs if fewer",
+    ),
     "cr": ("cache_rate", float, 1.0, "Cache ratio for MONAI CacheDataset."),
 }
 

@@ -11,7 +11,15 @@ from monai.data import DataLoader
 from monai.utils import GanKeys, set_determinism
 
 from rggan.data.dataset import RGGANDataset, load_datalist
-from rggan.engine import RGGanTrainer, loss_scalars, loss_totals, prepare_rg_batch
+from rggan.engine import (
+    HOST_LOSSES,
+    RGGanTrainer,
+    interval_loss_floats,
+    loss_floats,
+    loss_scalars,
+    loss_totals,
+    prepare_rg_batch,
+)
 from rggan.losses import DiscriminatorLoss, GeneratorLoss
 from rggan.networks import RGDiscriminator, RGGenerator, init_weights
 from tests._prepared import make_prepared
@@ -81,8 +89,9 @@ def test_iteration_output_and_finite_losses(prepared):
     trainer.run()
     assert trainer.state.iteration == 2  # 6 samples, batch 4, short last batch kept
     out = outputs[0]
-    assert isinstance(out[GanKeys.GLOSS], float) and isinstance(out[GanKeys.DLOSS], float)
-    assert math.isfinite(out[GanKeys.GLOSS]) and math.isfinite(out[GanKeys.DLOSS])
+    for key in (GanKeys.GLOSS, GanKeys.DLOSS):  # detached 0-dim tensors: converted only when logged
+        assert isinstance(out[key], torch.Tensor) and out[key].shape == () and not out[key].requires_grad
+        assert math.isfinite(out[key])
     assert out[GanKeys.REALS].shape == (4, 1, S, S) and out[GanKeys.FAKES].shape == (4, 1, S, S)
     assert out["fake_mask"].shape == (4, 1, S, S) and out["base"].shape == (4, 1, S, S)
     assert list(out["patient"]) == ["R01-000", "R01-001", "R01-002", "R01-003"]
@@ -92,7 +101,10 @@ def test_iteration_output_and_finite_losses(prepared):
     assert set(scalars) == {"g_loss", "d_loss", *out["g_terms"], *out["d_terms"]}
     assert all(isinstance(v, float) and math.isfinite(v) for v in scalars.values())
     assert math.isclose(sum(scalars[k] for k in out["g_terms"]), scalars["g_loss"], rel_tol=1e-5)
-    assert loss_totals(out) == {"g_loss": out["g_loss"], "d_loss": out["d_loss"]}
+    assert scalars["g_loss"] == out["g_loss"].item() and scalars["d_loss"] == out["d_loss"].item()
+    assert loss_totals(out) == {"g_loss": out["g_loss"], "d_loss": out["d_loss"]}  # the tensors themselves
+    assert loss_floats(out) == {"g_loss": scalars["g_loss"], "d_loss": scalars["d_loss"]}
+    assert out[HOST_LOSSES] == scalars  # one transfer per output, shared by every handler that logs it
 
 
 def test_latents_sized_from_short_last_batch(prepared):
@@ -138,7 +150,7 @@ def test_same_seed_same_losses(prepared):
     def losses(seed):
         trainer, outputs = make_trainer(prepared, batch_size=3, epochs=2, seed=seed)
         trainer.run()
-        return [(o["g_loss"], o["d_loss"]) for o in outputs]
+        return [(float(o["g_loss"]), float(o["d_loss"])) for o in outputs]
 
     first = losses(0)
     assert len(first) == 4
@@ -189,3 +201,99 @@ def test_amp_float16_path_with_gradient_scaling(prepared):
     assert all(math.isfinite(o["g_loss"]) and math.isfinite(o["d_loss"]) for o in outputs)
     assert 0 < trainer.g_scaler.get_scale() < 65536 and 0 < trainer.d_scaler.get_scale() < 65536
     assert not _same(_params(trainer.g_network), g0)
+
+
+# ----------------------------------------------------------------------------- host synchronisation
+LOG_INTERVAL = 4
+
+
+def _logged_trainer(prepared, tmp_path, device, epochs=4):
+    """A tiny trainer with the bundle's per-iteration handlers: 3 iterations per epoch, losses logged every 4."""
+    from ignite.handlers import ProgressBar
+    from monai.handlers import StatsHandler, TensorBoardStatsHandler
+    from rggan.handlers import ForeachEMAHandler, GeneGroupLasso, TerminateOnNan
+    from tensorboardX import SummaryWriter
+
+    set_determinism(0)
+    g = RGGenerator(GENES, embed_dim=EMBED, latent_size=LATENT, g_n_feat=2, image_size=S).apply(init_weights)
+    d = RGDiscriminator(embed_dim=EMBED, d_n_feat=2, image_size=S).apply(init_weights)
+    g, d = g.to(device), d.to(device)
+    dataset = RGGANDataset(load_datalist(prepared), num_workers=0, seed=0)
+    loader = DataLoader(dataset, batch_size=2, num_workers=0, pin_memory=torch.device(device).type == "cuda")
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    every = lambda engine, i: i % LOG_INTERVAL == 0  # noqa: E731
+    trainer = RGGanTrainer(
+        device=torch.device(device),
+        max_epochs=epochs,
+        train_data_loader=loader,
+        g_network=g,
+        g_optimizer=torch.optim.Adam(g.parameters(), 1e-3, fused=True),  # the bundle's optimisers
+        g_loss_function=GeneratorLoss(erosion=3),
+        d_network=d,
+        d_optimizer=torch.optim.Adam(d.parameters(), 1e-3, fused=True),
+        d_loss_function=DiscriminatorLoss(),
+        latent_shape=LATENT,
+        non_blocking=True,
+        train_handlers=[  # train.yaml's per-iteration handlers, in its order
+            GeneGroupLasso(g.gene_encoder[0], tau=1e-4),
+            TerminateOnNan(output_transform=loss_totals, interval=LOG_INTERVAL),
+            StatsHandler(tag_name="loss", output_transform=loss_floats, iteration_log=every, epoch_log=False),
+            TensorBoardStatsHandler(summary_writer=writer, output_transform=loss_scalars, iteration_log=LOG_INTERVAL),
+        ],
+    )
+    ForeachEMAHandler(g, momentum=1e-3).attach(trainer)
+    ProgressBar(persist=False).attach(trainer, output_transform=interval_loss_floats(trainer, LOG_INTERVAL))
+    return trainer, writer
+
+
+def test_step_syncs_with_the_host_only_at_log_intervals(prepared, tmp_path, monkeypatch):
+    """Between log intervals, neither the step nor a bundle handler turns a tensor into a Python value.
+
+    Every ``Tensor.item/tolist/numpy/__bool__/__float__/__int__/__index__`` call made while an iteration runs
+    (ITERATION_STARTED to the last ITERATION_COMPLETED handler) is recorded with its iteration: on a GPU each
+    would wait for the device. Calls are allowed only at log iterations and at each epoch's last iteration
+    (TerminateOnNan reads its flags there, before any epoch-end handler writes a checkpoint).
+    """
+    trainer, writer = _logged_trainer(prepared, tmp_path, "cpu")
+    calls: list[tuple[int, str]] = []
+    inside = {"on": False}
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            if inside["on"]:
+                calls.append((trainer.state.iteration, _name))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: inside.update(on=True))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: inside.update(on=False))  # attached last
+    trainer.run()
+    monkeypatch.undo()
+    writer.close()
+    assert trainer.state.iteration == 12 and trainer.state.epoch_length == 3
+    allowed = {3, 4, 6, 8, 9, 12}  # log iterations (4, 8, 12) and epoch ends (3, 6, 9, 12)
+    assert calls, "the log iterations read the losses: the spies must have seen them"
+    assert {it for it, _ in calls} <= allowed, sorted(set(calls))
+    assert {it for it, _ in calls} >= {4, 8, 12}
+    assert not trainer.should_terminate
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs CUDA: set_sync_debug_mode only watches CUDA syncs (the CPU test above spies on the same path)",
+)
+def test_step_makes_no_cuda_sync_between_log_intervals(prepared, tmp_path):
+    """On CUDA, ``set_sync_debug_mode('error')`` during every non-log iteration but the first (lazy CUDA init)."""
+    trainer, writer = _logged_trainer(prepared, tmp_path, "cuda")
+    allowed = lambda it: it % LOG_INTERVAL == 0 or it % 3 == 0 or it == 1  # noqa: E731
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED, lambda e: torch.cuda.set_sync_debug_mode(0 if allowed(e.state.iteration) else 2)
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: torch.cuda.set_sync_debug_mode(0))
+    try:
+        trainer.run()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        writer.close()
+    assert trainer.state.iteration == 12 and not trainer.should_terminate

@@ -403,3 +403,52 @@ def test_radiogenomic_map_workflow_fast_method(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["map_method"] == "fast" and summary["fast_map"]["directions"] == 2
     assert summary["fast_map"]["generations"] == summary["patients"] * 4
+
+
+def _conversions(monkeypatch, fn) -> int:
+    """Tensor -> Python conversions (each a host sync on a GPU) made while ``fn()`` runs."""
+    seen = [0]
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, **kwargs):
+            seen[0] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    try:
+        fn()
+    finally:
+        monkeypatch.undo()
+    return seen[0]
+
+
+def test_maps_make_no_host_round_trip_per_batch(monkeypatch):
+    """Both maps run batch-wise on the device: 3x the batches, the same tensor -> Python conversions.
+
+    (Not with ``main_component_only``: its flood fill tests convergence, a host sync, every 8 growth steps.)
+    """
+    from rggan.fast_map import fast_synthesis_map
+
+    genes = [f"G{i}" for i in range(6)]
+    requests = _requests(n=12, g=6)
+    kw = {"delta": 0.5}
+    net = EmbeddingDiskGenerator(num_genes=6)
+    exact = {
+        b: _conversions(monkeypatch, lambda b=b: synthesis_map(net, requests, genes, batch_size=b, **kw))
+        for b in (48, 16)  # 72 generations: 2 and 6 batches
+    }
+    fast = {
+        b: _conversions(
+            monkeypatch, lambda b=b: fast_synthesis_map(net, requests, genes, directions=2, batch_size=b, **kw)
+        )
+        for b in (24, 8)  # 4 generations per sample: 2 and 6 batches
+    }
+    assert exact[48] == exact[16] and fast[24] == fast[8], (exact, fast)
+
+
+def test_map_rejects_non_positive_spacing():
+    requests = _requests(n=2)
+    requests[1]["spacing"] = [1.0, 0.0]
+    with pytest.raises(InputError, match="spacing"):
+        synthesis_map(DiskGenerator(), requests, ["g0", "g1", "g2", "g3"])

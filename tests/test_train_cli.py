@@ -10,6 +10,7 @@ import torch
 import yaml
 from monai.bundle import ConfigWorkflow
 
+from rggan.system import available_cpus, default_num_workers
 from rggan.train_cli import FLAG_TO_CONFIG, build_parser, bundle_dir, overrides_from_args
 from tests._prepared import make_prepared
 
@@ -30,7 +31,17 @@ def test_every_seed_flag_exists_with_the_seed_default_in_cli_and_bundle():
     train = yaml.safe_load((bundle_dir() / "configs" / "train.yaml").read_text())
     for flag, (config_id, _, default, _) in FLAG_TO_CONFIG.items():
         assert default == SEED_TABLE[flag], flag
+        if flag == "workers":  # sized to the machine: the seed's 4 wherever 4 workers leave a CPU to training
+            assert train[config_id] == "$rggan.system.default_num_workers()"
+            assert default_num_workers(cpus=8) == SEED_TABLE[flag] == default_num_workers(cpus=5)
+            continue
         assert train[config_id] == SEED_TABLE[flag], (flag, config_id, train[config_id])
+
+
+def test_default_num_workers_leaves_a_cpu_to_training():
+    assert [default_num_workers(cpus=n) for n in (1, 2, 3, 4, 5, 64)] == [0, 1, 2, 3, 4, 4]
+    assert default_num_workers(max_workers=8, cpus=64) == 8 and default_num_workers(max_workers=0, cpus=8) == 0
+    assert 0 <= default_num_workers() < max(available_cpus(), 2)
 
 
 def test_device_defaults_to_cuda_else_cpu_with_a_notice():
