@@ -572,12 +572,8 @@ def prepare_dataset(
             p for p in unusable_of.get(patient, [])
             if p.path.parent == ct.folder and p.series_uid in ("", ct.series_uid)
         ]  # fmt: skip
-        fingerprint = _sha(
-            "\n".join(
-                [config.image_fingerprint(), _files_signature(ct.files + segs[0].files + [p.path for p in unusable],
-                                                              input_dir)]
-            )
-        )
+        files = ct.files + segs[0].files + [p.path for p in unusable]  # a repaired file prepares the patient again
+        fingerprint = _sha("\n".join([config.image_fingerprint(), _files_signature(files, input_dir)]))
         jobs.append(_Job(patient, segs[0], ct, output_dir / "samples" / patient, fingerprint, config, unusable))
 
     todo, reused = [], []
