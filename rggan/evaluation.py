@@ -267,7 +267,7 @@ def evaluate_generator(
         )  # fmt: skip
         synth = synthesis_map(
             network, map_requests, genes, delta=map_delta, batch_size=max(2, 2 * batch_size), device=device,
-            progress=progress, main_component_only=main_component_only,
+            progress=progress, main_component_only=main_component_only, hu_range=hu_range,
         )  # fmt: skip
         map_items = _prepared_items(folder, map_split)
         expression = pd.DataFrame(

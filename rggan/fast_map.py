@@ -29,6 +29,7 @@ from torch import Tensor
 
 from rggan.errors import InputError
 from rggan.features import FEATURE_NAMES, nodule_features
+from rggan.intensity import DEFAULT_HU_RANGE
 
 __all__ = ["embedding_shifts", "shift_directions", "fast_synthesis_map"]
 
@@ -96,6 +97,7 @@ def fast_synthesis_map(
     progress: bool = False,
     main_component_only: bool = False,
     pilot_samples: int = 64,
+    hu_range: Sequence[float] = DEFAULT_HU_RANGE,
 ) -> dict[str, Any]:
     """The correlation-via-synthesis map linearised in the gene embedding (see the module docstring).
 
@@ -111,6 +113,7 @@ def fast_synthesis_map(
         step: finite-difference step in the embedding, or ``"auto"`` (RMS of ``|Δe| / 2``).
         batch_size: generations per forward pass.
         pilot_samples: samples whose gene shifts choose the directions and the step (evenly spaced).
+        hu_range: the prepared dataset's HU window (:func:`rggan.intensity.hu_range_of`), as in the exact map.
 
     Returns:
         ``{"effect", "sem", "n"}`` DataFrames (units × features) as the exact map, and ``"info"``: a dict
@@ -171,7 +174,8 @@ def fast_synthesis_map(
                 pert, z[idx].repeat_interleave(2 * k, 0), base[idx].repeat_interleave(2 * k, 0), background
             )
             f = nodule_features(
-                out.image, out.mask, spacing[idx].repeat_interleave(2 * k, 0), main_component_only=main_component_only
+                out.image, out.mask, spacing[idx].repeat_interleave(2 * k, 0), main_component_only=main_component_only,
+                hu_range=hu_range,
             )
             vals = torch.stack([f[n] for n in FEATURE_NAMES], dim=1).view(b, 2 * k, n_feat)
             slope = (vals[:, :k] - vals[:, k:]) / (2.0 * h)  # (b, K, F): directional derivatives

@@ -227,6 +227,8 @@ def load_generator(
         code_kernel=sizes["code_kernel"],
         image_size=sizes["image_size"],
         double_tanh=double_tanh,
+        texture_noise=bool(sizes.get("texture_noise", False)),  # read off the weights, as the sizes are
+        film=bool(sizes.get("film", False)),
     )
     return load_weights(net, ckpt_file, key).to(device)
 

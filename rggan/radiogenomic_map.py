@@ -31,6 +31,7 @@ import torch
 
 from rggan.errors import InputError
 from rggan.features import FEATURE_NAMES, FEATURE_UNITS, nodule_features
+from rggan.intensity import DEFAULT_HU_RANGE, hu_range_of
 
 __all__ = [
     "PHENOTYPE_FEATURES",
@@ -148,6 +149,7 @@ def synthesis_map(
     device: str | torch.device | None = None,
     progress: bool = False,
     main_component_only: bool = False,
+    hu_range: Sequence[float] = DEFAULT_HU_RANGE,
 ) -> dict[str, pd.DataFrame]:
     """Correlation via synthesis: the genes (or modules) × features table of finite-difference effects.
 
@@ -162,6 +164,8 @@ def synthesis_map(
         batch_size: generations per forward pass (half ``+delta``, half ``-delta``).
         main_component_only: measure only the generated mask's main connected component
             (:func:`rggan.features.main_component`).
+        hu_range: the HU window of the prepared dataset the generator was trained on
+            (:func:`rggan.intensity.hu_range_of`): the generated images are turned back into HU with it.
 
     Returns:
         ``{"effect": DataFrame units × features, "sem": standard error of the mean, "n": valid pairs,
@@ -201,7 +205,7 @@ def synthesis_map(
             d = shift[u]
             out = network(torch.cat([rna[r] + d, rna[r] - d]), torch.cat([z[r], z[r]]), torch.cat([base[r], base[r]]))
             sp = torch.cat([spacing[r], spacing[r]])
-            f = nodule_features(out.image, out.mask, sp, main_component_only=main_component_only)
+            f = nodule_features(out.image, out.mask, sp, main_component_only=main_component_only, hu_range=hu_range)
             vals = torch.stack([f[k] for k in FEATURE_NAMES], dim=1)  # (2b, F)
             b = flat.shape[0]
             eff = (vals[:b] - vals[b:]) / (2.0 * delta)
@@ -810,7 +814,8 @@ def run_radiogenomic_map(
         if split == "all"
         else load_datalist(folder, split)
     )
-    real = real_features(items)
+    hu_range = hu_range_of(folder)  # the window the prepared images (and so G's outputs) were scaled with
+    real = real_features(items, hu_range)
     expression = pd.DataFrame(
         np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in items]),
         index=pd.Index([str(it["patient"]) for it in items], name="patient"),
@@ -826,7 +831,7 @@ def run_radiogenomic_map(
         map_fn = functools.partial(fast_synthesis_map, directions=directions)
     synth = map_fn(
         network, requests, gene_names, delta=delta, genes=genes, modules=module_map, batch_size=batch_size,
-        device=device, progress=progress, main_component_only=main_component_only,
+        device=device, progress=progress, main_component_only=main_component_only, hu_range=hu_range,
     )  # fmt: skip
     ci = None
     if n_boot and "per_patient" in synth:  # the exact map (the fast map has no per-patient effects)

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import rggan
-
 __all__ = ["FLAG_TO_CONFIG", "build_parser", "bundle_dir", "overrides_from_args", "main"]
 
 # seed flag -> (bundle config id, type, default, help). Defaults are the seed README's.
@@ -47,17 +45,20 @@ FLAG_TO_CONFIG: dict[str, tuple[str, type, Any, str]] = {
 
 
 def bundle_dir() -> Path:
-    """The bundle folder of this source tree.
+    """The bundle installed with rggan (package data of the wheel, or ``bundle/`` of the source tree).
 
     Raises:
-        FileNotFoundError: rggan was installed without its source tree.
+        FileNotFoundError: no bundle found; the message says where it was looked for.
     """
-    path = Path(rggan.__file__).resolve().parent.parent / "bundle"
-    if not (path / "configs" / "train.yaml").is_file():
-        raise FileNotFoundError(
-            f"No MONAI bundle at {path}: install rggan from its source tree (pip install -e .) or pass --bundle DIR."
-        )
-    return path
+    from rggan.paths import _MARKER, _candidates
+
+    for path in _candidates():
+        if (path / _MARKER).is_file():
+            return path
+    raise FileNotFoundError(
+        f"No MONAI bundle in {' or '.join(str(p) for p in _candidates())}: reinstall rggan (the wheel ships the "
+        "bundle as package data) or pass --bundle DIR."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config_file=configs,
                 meta_file=str(root / "configs" / "metadata.json"),
                 logging_file=str(logging_file),
-                **overrides_from_args(args, notice=lambda m: print(m, file=sys.stderr)),
+                **{"bundle_root": str(root), **overrides_from_args(args, notice=lambda m: print(m, file=sys.stderr))},
             )
     except Exception as err:
         # MONAI wraps errors raised while evaluating config expressions: report rggan's own message.

@@ -536,6 +536,30 @@ def test_ct_geometry_errors(demo, tmp_path):
         dicom.read_ct_geometry(only(list(dicom.index_dicom_tree(tmp_path).series.values())))
 
 
+
+def test_ct_geometry_accounts_for_an_unreadable_slice(demo, tmp_path):
+    """A gap left by an unreadable file of the series is a missing slice, not a broken volume."""
+    make_patient(demo, tmp_path, "R01-013", None)
+    full = dicom.read_ct_geometry(only(list(dicom.index_dicom_tree(tmp_path).series.values())))
+    expected = dicom.read_ct_slices(full, [3, 5, -1])
+    full.files[4].write_bytes(b"")  # emptied: unreadable, its position unknown
+    index = dicom.index_dicom_tree(tmp_path)
+    ct = only(list(index.series.values()))
+    with pytest.raises(PatientDataError, match="non-uniform CT slice spacing"):
+        dicom.read_ct_geometry(ct)  # nothing accounts for the gap (as for a file absent from the download)
+    geo = dicom.read_ct_geometry(ct, unusable=index.problems)
+    assert geo.shape == full.shape and list(geo.missing) == [4] and geo.files[4] is None
+    assert full.files[4].name in geo.missing[4]
+    np.testing.assert_allclose(geo.slice_positions, full.slice_positions)
+    np.testing.assert_array_equal(dicom.read_ct_slices(geo, [3, 5, -1]), expected)
+    with pytest.raises(PatientDataError, match="CT slice 4 is unusable"):
+        dicom.read_ct_slices(geo, [4])
+    full.files[-1].write_bytes(b"")  # the last slice too: invisible in the spacing, restored by the SEG's reach
+    index = dicom.index_dicom_tree(tmp_path)
+    geo = dicom.read_ct_geometry(only(list(index.series.values())), unusable=index.problems,
+                                 cover=[full.positions[-1]])  # fmt: skip
+    assert geo.shape == full.shape and sorted(geo.missing) == [4, full.shape[0] - 1]
+
 def _strip_references(ds):
     shared = ds.SharedFunctionalGroupsSequence[0]
     if "DerivationImageSequence" in shared:

@@ -452,3 +452,41 @@ def test_map_rejects_non_positive_spacing():
     requests[1]["spacing"] = [1.0, 0.0]
     with pytest.raises(InputError, match="spacing"):
         synthesis_map(DiskGenerator(), requests, ["g0", "g1", "g2", "g3"])
+
+
+def test_synthesis_map_reads_hu_with_the_given_window():
+    """A window twice as wide doubles the HU effects: G's [-1, 1] outputs are turned back into HU with it."""
+    genes = ["RAD", "HU", "NONE1", "NONE2"]
+    eff = synthesis_map(DiskGenerator(), _requests(), genes, batch_size=6, hu_range=(-1000.0, 2000.0))["effect"]
+    assert eff.loc["HU", "mean_hu"] == pytest.approx(150.0, rel=1e-3)  # 0.1 unit * 1500 HU per unit
+    assert eff.loc["RAD", "equivalent_radius_mm"] == pytest.approx(2.0, abs=0.4)  # geometry does not depend on it
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_radiogenomic_map_workflow_uses_the_datalist_hu_range(tmp_path, method):
+    """`run radiogenomic_map` reads the prepared dataset's hu_range (rggan.intensity), not a default window."""
+    from rggan.features import nodule_features
+
+    setup = make_setup(tmp_path)
+    datalist_path = setup["prepared"] / "datalist.json"
+    datalist = json.loads(datalist_path.read_text())
+    maps, reals = {}, {}
+    for window in ([-1000.0, 500.0], [-1000.0, 2000.0]):  # the default window, then one twice as wide
+        datalist["hu_range"] = window
+        datalist_path.write_text(json.dumps(datalist))
+        out = tmp_path / f"map{window[1]:g}"
+        workflow(
+            "radiogenomic_map.yaml", dataset_dir=str(setup["prepared"]), ckpt_file=str(setup["ckpt"]),
+            output_dir=str(out), num_latents=1, progress=False, device="$torch.device('cpu')", method=method,
+            directions=2, truth_file=None, n_boot=0, traversal_top_n=0,
+        ).run()  # fmt: skip
+        maps[window[1]] = pd.read_csv(out / "synthesis_map.csv", index_col=0)
+        reals[window[1]] = pd.read_csv(out / "real_features.csv", index_col=0)
+    items = datalist["training"] + datalist["validation"]
+    image = torch.from_numpy(np.stack([np.load(setup["prepared"] / it["image"]) for it in items]))
+    mask = torch.from_numpy(np.stack([np.load(setup["prepared"] / it["mask"]) for it in items]))
+    expected = nodule_features(image, mask, torch.tensor([it["spacing"] for it in items]), hu_range=(-1000.0, 2000.0))
+    np.testing.assert_allclose(reals[2000.0]["mean_hu"].to_numpy(), expected["mean_hu"].numpy(), rtol=1e-5)
+    for feature in ("mean_hu", "std_hu"):  # HU per unit doubles (750 -> 1500): so do the HU effects
+        np.testing.assert_allclose(maps[2000.0][feature], 2.0 * maps[500.0][feature], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(maps[2000.0]["area_mm2"], maps[500.0]["area_mm2"], rtol=1e-6, atol=1e-9)

@@ -33,12 +33,16 @@ Documented choices:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
+import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import pydicom
@@ -47,6 +51,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from rggan.errors import PatientDataError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "CT_SOP_CLASSES",
@@ -64,6 +71,7 @@ __all__ = [
     "find_patient_segs",
     "seg_references",
     "resolve_referenced_ct",
+    "seg_frame_positions",
     "read_ct_geometry",
     "read_ct_slices",
     "read_ct_volume",
@@ -89,6 +97,8 @@ _NATIVE_SYNTAXES = frozenset(
 )
 _PIXEL_DATA_TAG = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# A valid UID: digits and dots, at most 64 characters (PS3.5 9.1). A flipped byte in a UID breaks this.
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -114,6 +124,8 @@ class InstanceInfo:
         slice_thickness: SliceThickness or None.
         spacing_between_slices: SpacingBetweenSlices or None.
         number_of_frames: NumberOfFrames (1 when absent).
+        patient_id: PatientID of this file ('' when absent).
+        study_uid: StudyInstanceUID of this file ('' when absent).
     """
 
     path: Path
@@ -129,6 +141,8 @@ class InstanceInfo:
     slice_thickness: float | None = None
     spacing_between_slices: float | None = None
     number_of_frames: int = 1
+    patient_id: str = ""
+    study_uid: str = ""
 
 
 @dataclass
@@ -190,14 +204,21 @@ class FileProblem:
 
     Attributes:
         path: the file.
-        kind: ``"not_dicom"``, ``"unreadable"``, ``"truncated"``, ``"incomplete"`` (required tag missing)
-            or ``"duplicate"`` (SOPInstanceUID already indexed from another file).
+        kind: ``"not_dicom"``, ``"unreadable"``, ``"truncated"``, ``"incomplete"`` (required tag missing),
+            ``"damaged"`` (a UID or the PatientID is not a valid value, or the PatientID differs from the other
+            files of its study: a damaged header) or ``"duplicate"`` (SOPInstanceUID already indexed from
+            another file).
         reason: readable explanation.
+        series_uid: the SeriesInstanceUID when the header could be read ('' otherwise).
+        position: the ImagePositionPatient when the header could be read (None otherwise): it lets a CT
+            series name the file behind a missing slice.
     """
 
     path: Path
     kind: str
     reason: str
+    series_uid: str = ""
+    position: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -264,7 +285,7 @@ class CTGeometry:
         series_uid: SeriesInstanceUID.
         study_uid: StudyInstanceUID.
         frame_of_reference_uid: FrameOfReferenceUID ('' when absent).
-        files: one file per slice, sorted.
+        files: one file per slice, sorted (None for a slice listed in ``missing``).
         sop_instance_uids: SOPInstanceUID per slice, sorted.
         positions: ``(Z, 3)`` ImagePositionPatient per slice, sorted.
         orientation: ``(6,)`` ImageOrientationPatient (row direction, column direction).
@@ -275,13 +296,17 @@ class CTGeometry:
         pixel_spacing: (row spacing, column spacing) in mm, i.e. the Y and X spacing.
         slice_spacing: distance between adjacent slices in mm (SpacingBetweenSlices, then SliceThickness,
             then 1.0 for a single slice).
+        missing: slice index -> why that slice has no usable file (an unreadable or damaged file left a hole in
+            the otherwise regular grid of slices); ``files[i]`` is None and ``sop_instance_uids[i]`` '' there.
+        set_aside: ``(file, reason)`` of CT files of the series left out because their header disagrees with
+            the rest of the series (damaged header).
     """
 
     patient_id: str
     series_uid: str
     study_uid: str
     frame_of_reference_uid: str
-    files: list[Path]
+    files: list[Path | None]
     sop_instance_uids: list[str]
     positions: np.ndarray
     orientation: np.ndarray
@@ -291,6 +316,8 @@ class CTGeometry:
     cols: int
     pixel_spacing: tuple[float, float]
     slice_spacing: float
+    missing: dict[int, str] = field(default_factory=dict)
+    set_aside: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -332,6 +359,18 @@ class SegReferences:
 # ----------------------------------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def _quiet(func: Callable[P, R]) -> Callable[P, R]:
+    """Silence pydicom's warnings on invalid values while ``func`` runs: damaged values are reported per file."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _normal(iop: Sequence[float]) -> np.ndarray:
@@ -405,6 +444,21 @@ def _looks_like_headerless_dicom(head: bytes) -> bool:
     return len(head) >= 4 and head[:2] in (b"\x02\x00", b"\x08\x00")
 
 
+def _damaged_value(ds: Dataset, keyword: str, value: str) -> str:
+    """Why a UID or PatientID value cannot be trusted ('' when it looks right)."""
+    if keyword == "PatientID":
+        if not value:
+            return "no PatientID"
+        control = any(ord(c) < 32 or ord(c) == 127 for c in value)
+        if control or (not value.isascii() and "SpecificCharacterSet" not in ds):
+            return f"PatientID {value!r} holds invalid characters"
+        return ""
+    if value and (len(value) > 64 or not _UID_RE.match(value)):
+        return f"{keyword} {value!r} is not a valid UID"
+    return ""
+
+
+@_quiet
 def _read_header(path: Path) -> tuple[InstanceInfo, dict[str, str]] | FileProblem:
     """Read one file's header; return (instance, series-level fields) or a FileProblem."""
     try:
@@ -421,62 +475,90 @@ def _read_header(path: Path) -> tuple[InstanceInfo, dict[str, str]] | FileProble
     try:
         # defer_size: the pixel data value is not read, but its offset and length are recorded,
         # which lets us detect files truncated inside the pixel data without decoding anything.
+        # pydicom's warnings on invalid values are silenced (@_quiet): such values are checked and reported per file.
         ds = pydicom.dcmread(path, defer_size=1024, force=not has_preamble)
     except InvalidDicomError as e:
         return FileProblem(path, "not_dicom", f"not a DICOM file: {e}")
     except Exception as e:  # noqa: BLE001 - any parser failure is recorded, never raised
         return FileProblem(path, "unreadable", f"cannot parse DICOM header ({type(e).__name__}: {e})")
     try:
-        sop_uid = _str(ds, "SOPInstanceUID")
-        series_uid = _str(ds, "SeriesInstanceUID")
-        missing = [k for k, v in (("SOPInstanceUID", sop_uid), ("SeriesInstanceUID", series_uid)) if not v]
-        if missing:
-            why = "truncated or incomplete DICOM header" if has_preamble else "not a DICOM file"
-            kind = "incomplete" if has_preamble else "not_dicom"
-            return FileProblem(path, kind, f"{why}: missing {', '.join(missing)}")
-        sop_class = _str(ds, "SOPClassUID")
-        modality = _str(ds, "Modality")
-        kind = classify_instance(sop_class, modality)
-        rows = _int(ds.get("Rows")) or 0
-        cols = _int(ds.get("Columns")) or 0
-        if kind in ("CT", "PT", "SEG"):
-            raw = ds.get_item(_PIXEL_DATA_TAG, keep_deferred=True)  # value not read, offset and length known
-            if raw is None:
-                return FileProblem(path, "truncated", "image file without pixel data (truncated?)")
-            length = getattr(raw, "length", None)
-            tell = getattr(raw, "value_tell", None)
-            if length is not None and tell is not None and length != _UNDEFINED_LENGTH and tell + length > size:
-                return FileProblem(
-                    path, "truncated", f"file truncated: pixel data needs {tell + length} bytes, file has {size}"
-                )
-        spacing = _floats(ds.get("PixelSpacing"), 2)
-        inst = InstanceInfo(
-            path=path,
-            sop_instance_uid=sop_uid,
-            sop_class_uid=sop_class,
-            kind=kind,
-            instance_number=_int(ds.get("InstanceNumber")),
-            position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            rows=rows,
-            cols=cols,
-            pixel_spacing=spacing,  # type: ignore[arg-type]
-            slice_thickness=_float(ds.get("SliceThickness")),
-            spacing_between_slices=_float(ds.get("SpacingBetweenSlices")),
-            number_of_frames=_int(ds.get("NumberOfFrames")) or 1,
-        )
-        series_fields = {
-            "patient_id": _str(ds, "PatientID"),
-            "study_uid": _str(ds, "StudyInstanceUID"),
-            "series_uid": series_uid,
-            "modality": modality,
-            "description": _str(ds, "SeriesDescription"),
-            "frame_of_reference_uid": _str(ds, "FrameOfReferenceUID"),
-            "series_number": _str(ds, "SeriesNumber"),
-        }
-        return inst, series_fields
+        return _instance_of(path, ds, size, has_preamble)
     except Exception as e:  # noqa: BLE001 - malformed values: record, never raise
         return FileProblem(path, "unreadable", f"malformed DICOM header ({type(e).__name__}: {e})")
+
+
+def _instance_of(
+    path: Path, ds: Dataset, size: int, has_preamble: bool
+) -> tuple[InstanceInfo, dict[str, str]] | FileProblem:
+    """The :class:`InstanceInfo` and series fields of a parsed header, or the FileProblem that makes it unusable."""
+    sop_uid = _str(ds, "SOPInstanceUID")
+    series_uid = _str(ds, "SeriesInstanceUID")
+    missing = [k for k, v in (("SOPInstanceUID", sop_uid), ("SeriesInstanceUID", series_uid)) if not v]
+    if missing:
+        why = "truncated or incomplete DICOM header" if has_preamble else "not a DICOM file"
+        kind = "incomplete" if has_preamble else "not_dicom"
+        return FileProblem(path, kind, f"{why}: missing {', '.join(missing)}")
+    sop_class = _str(ds, "SOPClassUID")
+    modality = _str(ds, "Modality")
+    kind = classify_instance(sop_class, modality)
+    position = _floats(ds.get("ImagePositionPatient"), 3)
+    damage = [
+        why
+        for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID", "PatientID")
+        if (why := _damaged_value(ds, keyword, _str(ds, keyword)))
+    ]
+    if damage:
+        # the series UID is kept only when it is itself valid: it then tells which series lost this file
+        known = "" if _damaged_value(ds, "SeriesInstanceUID", series_uid) else series_uid
+        return FileProblem(
+            path, "damaged", f"damaged DICOM header: {'; '.join(damage)}", known, position  # type: ignore[arg-type]
+        )
+    rows = _int(ds.get("Rows")) or 0
+    cols = _int(ds.get("Columns")) or 0
+    if kind in ("CT", "PT", "SEG"):
+        raw = ds.get_item(_PIXEL_DATA_TAG, keep_deferred=True)  # value not read, offset and length known
+        if raw is None:
+            return FileProblem(
+                path, "truncated", "image file without pixel data (truncated?)", series_uid, position  # type: ignore[arg-type]
+            )
+        length = getattr(raw, "length", None)
+        tell = getattr(raw, "value_tell", None)
+        if length is not None and tell is not None and length != _UNDEFINED_LENGTH and tell + length > size:
+            return FileProblem(
+                path,
+                "truncated",
+                f"file truncated: pixel data needs {tell + length} bytes, file has {size}",
+                series_uid,
+                position,  # type: ignore[arg-type]
+            )
+    spacing = _floats(ds.get("PixelSpacing"), 2)
+    inst = InstanceInfo(
+        path=path,
+        sop_instance_uid=sop_uid,
+        sop_class_uid=sop_class,
+        kind=kind,
+        instance_number=_int(ds.get("InstanceNumber")),
+        position=position,  # type: ignore[arg-type]
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        rows=rows,
+        cols=cols,
+        pixel_spacing=spacing,  # type: ignore[arg-type]
+        slice_thickness=_float(ds.get("SliceThickness")),
+        spacing_between_slices=_float(ds.get("SpacingBetweenSlices")),
+        number_of_frames=_int(ds.get("NumberOfFrames")) or 1,
+        patient_id=_str(ds, "PatientID"),
+        study_uid=_str(ds, "StudyInstanceUID"),
+    )
+    series_fields = {
+        "patient_id": inst.patient_id,
+        "study_uid": inst.study_uid,
+        "series_uid": series_uid,
+        "modality": modality,
+        "description": _str(ds, "SeriesDescription"),
+        "frame_of_reference_uid": _str(ds, "FrameOfReferenceUID"),
+        "series_number": _str(ds, "SeriesNumber"),
+    }
+    return inst, series_fields
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -489,7 +571,8 @@ def index_dicom_tree(root: str | Path) -> DicomIndex:
 
     Folder and file names are never interpreted (both NBIA layouts work); ``metadata.csv``, LICENSE and
     other non-DICOM files end up in :attr:`DicomIndex.problems` with kind ``"not_dicom"``. Truncated,
-    unreadable and duplicate files are recorded there too; nothing raises.
+    unreadable, damaged (an invalid UID or PatientID, or a PatientID that differs from the one of the other files
+    of its study) and duplicate files are recorded there too, by path; nothing raises.
 
     Args:
         root: folder to walk (recursively, following no symlinked folders).
@@ -506,15 +589,14 @@ def index_dicom_tree(root: str | Path) -> DicomIndex:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         paths.extend(Path(dirpath) / name for name in sorted(filenames))
-    fields_of: dict[str, dict[str, str]] = {}
-    members: dict[str, list[InstanceInfo]] = defaultdict(list)
+    read: list[tuple[InstanceInfo, dict[str, str]]] = []
     seen: dict[str, Path] = {}
     for path in paths:
         result = _read_header(path)
         if isinstance(result, FileProblem):
             index.problems.append(result)
             continue
-        inst, fields = result
+        inst = result[0]
         if inst.sop_instance_uid in seen:
             index.problems.append(
                 FileProblem(
@@ -525,6 +607,28 @@ def index_dicom_tree(root: str | Path) -> DicomIndex:
             )
             continue
         seen[inst.sop_instance_uid] = path
+        read.append(result)
+    # One patient per study: a file whose PatientID differs from that of most files of its study has a
+    # damaged header (a flipped byte in the value or in the tag); it is set aside, reported by its path.
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for inst, _ in read:
+        votes[inst.study_uid][inst.patient_id] += 1
+    fields_of: dict[str, dict[str, str]] = {}
+    members: dict[str, list[InstanceInfo]] = defaultdict(list)
+    for inst, fields in read:
+        (majority, n_major), *rest = votes[inst.study_uid].most_common()
+        if inst.patient_id != majority and n_major > 1 and (not rest or n_major > rest[0][1]):
+            index.problems.append(
+                FileProblem(
+                    inst.path,
+                    "damaged",
+                    f"damaged DICOM header: PatientID {inst.patient_id!r} differs from the {majority!r} of the other "
+                    f"{n_major} files of its study",
+                    fields["series_uid"],
+                    inst.position,
+                )
+            )
+            continue
         uid = fields["series_uid"]
         fields_of.setdefault(uid, fields)
         members[uid].append(inst)
@@ -615,6 +719,22 @@ def seg_references(ds: Dataset) -> SegReferences:
     return SegReferences(sorted(instances), sorted(series))
 
 
+@_quiet
+def seg_frame_positions(path: str | Path) -> list[tuple[float, float, float]]:
+    """The ImagePositionPatient of every frame of a SEG file, read from its header ([] when unreadable).
+
+    Args:
+        path: a DICOM SEG file.
+
+    Returns:
+        One (x, y, z) per frame that has a position.
+    """
+    try:
+        return _seg_frame_positions(pydicom.dcmread(path, stop_before_pixels=True, force=True))
+    except Exception:  # noqa: BLE001 - the SEG is read again (and its problem reported) by read_seg_mask
+        return []
+
+
 def _seg_frame_positions(ds: Dataset) -> list[tuple[float, float, float]]:
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
     out = []
@@ -638,6 +758,7 @@ def _series_list(uids: Iterable[str]) -> str:
     return ", ".join(sorted(uids))
 
 
+@_quiet
 def resolve_referenced_ct(index: DicomIndex, seg: SeriesInfo) -> SeriesInfo:
     """Find the CT series a SEG was drawn on.
 
@@ -739,7 +860,64 @@ def _positions_contain(series: SeriesInfo, positions: list[tuple[float, float, f
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def read_ct_geometry(series: SeriesInfo, spacing_rtol: float = 0.01, spacing_atol: float = 0.01) -> CTGeometry:
+def _set_aside(insts: list[InstanceInfo]) -> tuple[list[InstanceInfo], list[tuple[InstanceInfo, str]]]:
+    """Split CT instances into those agreeing with the series and those whose header disagrees with it.
+
+    An instance is set aside when it lacks IPP, IOP, pixel spacing or rows/cols, is multi-frame, or when its
+    orientation, size or pixel spacing differs from that of most instances.
+    """
+    bad: list[tuple[InstanceInfo, str]] = []
+    complete = []
+    for inst in insts:
+        missing = [
+            name
+            for name, v in (
+                ("ImagePositionPatient", inst.position),
+                ("ImageOrientationPatient", inst.orientation),
+                ("PixelSpacing", inst.pixel_spacing),
+            )
+            if v is None
+        ]
+        if not inst.rows or not inst.cols:
+            missing.append("Rows/Columns")
+        if inst.number_of_frames != 1:
+            bad.append((inst, "multi-frame (enhanced) CT is not supported"))
+        elif missing:
+            bad.append((inst, f"CT slice lacks {', '.join(missing)}"))
+        else:
+            complete.append(inst)
+    if not complete:
+        return [], bad
+
+    def key(inst: InstanceInfo) -> tuple:
+        return (
+            tuple(np.round(inst.orientation, 4)),  # type: ignore[arg-type]
+            (inst.rows, inst.cols),
+            tuple(np.round(inst.pixel_spacing, 4)),  # type: ignore[arg-type]
+        )
+
+    ref = Counter(key(i) for i in complete).most_common(1)[0][0]
+    good = []
+    for inst in complete:
+        k = key(inst)
+        if k == ref:
+            good.append(inst)
+        elif k[0] != ref[0]:
+            bad.append((inst, f"CT slices have different orientations ({list(ref[0])} vs {list(inst.orientation)})"))  # type: ignore[arg-type]
+        elif k[1] != ref[1]:
+            bad.append((inst, f"CT slices have different sizes ({ref[1][0]}x{ref[1][1]} vs {inst.rows}x{inst.cols})"))
+        else:
+            bad.append((inst, f"CT slices have different pixel spacings ({ref[2]} vs {inst.pixel_spacing})"))
+    return good, bad
+
+
+def read_ct_geometry(
+    series: SeriesInfo,
+    spacing_rtol: float = 0.01,
+    spacing_atol: float = 0.01,
+    unusable: Sequence[FileProblem] = (),
+    cover: Sequence[Sequence[float]] | np.ndarray = (),
+) -> CTGeometry:
     """Build a CT series' geometry from the indexed headers (no pixel data is read).
 
     Slices are sorted by ascending ``dot(IPP, normal)``. Checked: every slice is a single-frame CT image
@@ -747,10 +925,21 @@ def read_ct_geometry(series: SeriesInfo, spacing_rtol: float = 0.01, spacing_ato
     slices; no two slices share a position; the spacing between adjacent slices is uniform within
     ``spacing_atol + spacing_rtol * median``.
 
+    A damaged download is tolerated where the damage can be accounted for: a file whose header disagrees with
+    the rest of the series is set aside (:attr:`CTGeometry.set_aside`), and a gap of a whole number of slices is
+    accepted as missing slices (:attr:`CTGeometry.missing`) when there are at least as many set-aside or
+    ``unusable`` files as missing slices (likewise slices lost at either end, when ``cover`` reaches them). A gap
+    that no unusable file explains (a file absent from the download) still fails the spacing check.
+
     Args:
         series: a CT series from :func:`index_dicom_tree`.
         spacing_rtol: relative tolerance on slice-spacing uniformity.
         spacing_atol: absolute tolerance in mm on slice-spacing uniformity.
+        unusable: files of the download that could belong to this series but were not indexed (unreadable,
+            truncated, damaged; e.g. the :attr:`DicomIndex.problems` in the series' folder).
+        cover: patient-space points the volume must reach (the SEG frames' positions, see
+            :func:`seg_frame_positions`): with unusable files to account for them, slices lost at either end are
+            added as missing slices.
 
     Returns:
         The :class:`CTGeometry`.
@@ -763,78 +952,74 @@ def read_ct_geometry(series: SeriesInfo, spacing_rtol: float = 0.01, spacing_ato
     insts = [i for i in series.instances if i.kind == "CT"]
     if not insts:
         raise PatientDataError(patient, f"series {series.series_uid} holds no CT image", where)
-    for inst in insts:
-        if inst.number_of_frames != 1:
-            raise PatientDataError(patient, "multi-frame (enhanced) CT is not supported", inst.path)
-        missing = [
-            name
-            for name, v in (
-                ("ImagePositionPatient", inst.position),
-                ("ImageOrientationPatient", inst.orientation),
-                ("PixelSpacing", inst.pixel_spacing),
-            )
-            if v is None
-        ]
-        if missing or not inst.rows or not inst.cols:
-            missing += [] if inst.rows and inst.cols else ["Rows/Columns"]
-            raise PatientDataError(patient, f"CT slice lacks {', '.join(missing)}", inst.path)
-    ref = insts[0]
+    good, bad = _set_aside(insts)
+
+    def fail(reason: str, path: Path) -> PatientDataError:
+        if bad:
+            reason += "; set aside: " + ", ".join(f"{i.path.name} ({why})" for i, why in bad)
+        return PatientDataError(patient, reason, path)
+
+    if not good:
+        raise fail(bad[0][1], bad[0][0].path)
+    ref = good[0]
     iop = np.asarray(ref.orientation, dtype=float)
-    for inst in insts[1:]:
-        if not np.allclose(inst.orientation, iop, atol=1e-4):
-            raise PatientDataError(
-                patient,
-                f"CT slices have different orientations ({list(ref.orientation)} vs {list(inst.orientation)})",
-                inst.path,
-            )
-        if (inst.rows, inst.cols) != (ref.rows, ref.cols):
-            raise PatientDataError(
-                patient, f"CT slices have different sizes ({ref.rows}x{ref.cols} vs {inst.rows}x{inst.cols})", inst.path
-            )
-        if not np.allclose(inst.pixel_spacing, ref.pixel_spacing, rtol=1e-4, atol=1e-5):
-            raise PatientDataError(
-                patient,
-                f"CT slices have different pixel spacings ({ref.pixel_spacing} vs {inst.pixel_spacing})",
-                inst.path,
-            )
     normal = _normal(iop)
     if np.linalg.norm(normal) == 0:
         raise PatientDataError(patient, f"degenerate ImageOrientationPatient {list(iop)}", ref.path)
-    pos = np.array([i.position for i in insts], dtype=float)
+    pos = np.array([i.position for i in good], dtype=float)
     z = pos @ normal
     order = np.argsort(z, kind="stable")
     z = z[order]
     pos = pos[order]
-    sorted_insts = [insts[k] for k in order]
+    sorted_insts: list[InstanceInfo | None] = [good[k] for k in order]
+    missing: dict[int, str] = {}
     if len(z) > 1:
         d = np.diff(z)
         if np.min(d) < 1e-3:
             k = int(np.argmin(d))
-            raise PatientDataError(
-                patient,
+            raise fail(
                 f"two CT slices at the same position {z[k]:.3f} mm (several acquisitions in one series?): "
-                f"{sorted_insts[k].path.name}, {sorted_insts[k + 1].path.name}",
+                f"{sorted_insts[k].path.name}, {sorted_insts[k + 1].path.name}",  # type: ignore[union-attr]
                 where,
             )
         step = float(np.median(d))
-        bad = np.abs(d - step) > spacing_atol + spacing_rtol * step
-        if np.any(bad):
-            k = int(np.argmax(bad))
-            raise PatientDataError(
-                patient,
+        steps = np.maximum(np.round(d / step), 1)
+        bad_gap = np.abs(d - steps * step) > spacing_atol + spacing_rtol * step * steps
+        n_missing = int(steps.sum() - len(d))
+        budget = len(bad) + len(unusable)
+        if np.any(bad_gap) or n_missing > budget:
+            k = int(np.argmax(bad_gap | (steps > 1)))
+            explained = f", {budget} unusable file(s) in the series" if n_missing else ""
+            raise fail(
                 f"non-uniform CT slice spacing: {d[k]:.3f} mm between slices {k} and {k + 1} "
-                f"(median {step:.3f} mm; missing slices?)",
+                f"(median {step:.3f} mm; missing slices?{explained})",
                 where,
             )
     else:
         step = ref.spacing_between_slices or ref.slice_thickness or 1.0
+        steps = np.zeros(0)
+        n_missing, budget = 0, len(bad) + len(unusable)
+    # Lost slices at either end are invisible in the spacing; the SEG frames (``cover``) reveal them.
+    before = after = 0
+    if len(cover) and budget > n_missing:
+        zc = np.asarray(cover, dtype=float).reshape(-1, 3) @ normal
+        k_lo, k_hi = (z[0] - zc.min()) / step, (zc.max() - z[-1]) / step
+        before = int(round(k_lo)) if k_lo > 0.5 and abs(k_lo - round(k_lo)) < 0.25 else 0
+        after = int(round(k_hi)) if k_hi > 0.5 and abs(k_hi - round(k_hi)) < 0.25 else 0
+        if n_missing + before + after > budget:
+            before = after = 0
+    if n_missing or before or after:
+        sorted_insts, pos, z, missing = _fill_gaps(
+            sorted_insts, pos, steps, (pos[-1] - pos[0]) / steps.sum() if len(steps) else normal * step, before, after,
+            normal, bad, unusable,
+        )  # fmt: skip
     return CTGeometry(
         patient_id=patient,
         series_uid=series.series_uid,
         study_uid=series.study_uid,
         frame_of_reference_uid=series.frame_of_reference_uid,
-        files=[i.path for i in sorted_insts],
-        sop_instance_uids=[i.sop_instance_uid for i in sorted_insts],
+        files=[None if i is None else i.path for i in sorted_insts],
+        sop_instance_uids=["" if i is None else i.sop_instance_uid for i in sorted_insts],
         positions=pos,
         orientation=iop,
         normal=normal,
@@ -843,7 +1028,46 @@ def read_ct_geometry(series: SeriesInfo, spacing_rtol: float = 0.01, spacing_ato
         cols=ref.cols,
         pixel_spacing=(float(ref.pixel_spacing[0]), float(ref.pixel_spacing[1])),  # type: ignore[index]
         slice_spacing=float(step),
+        missing=missing,
+        set_aside=[(i.path, why) for i, why in bad],
     )
+
+
+def _fill_gaps(
+    insts: list[InstanceInfo | None],
+    pos: np.ndarray,
+    steps: np.ndarray,
+    delta: np.ndarray,
+    before: int,
+    after: int,
+    normal: np.ndarray,
+    bad: list[tuple[InstanceInfo, str]],
+    unusable: Sequence[FileProblem],
+) -> tuple[list[InstanceInfo | None], np.ndarray, np.ndarray, dict[int, str]]:
+    """Insert the lost slices: inside whole-slice gaps (positions interpolated) and ``before``/``after`` the ends
+    (positions extrapolated by ``delta``, one slice step along the normal); say which file each one lost."""
+    known = [(i.position, f"{i.path.name} set aside: {why}") for i, why in bad if i.position is not None]
+    known += [(p.position, f"{p.path.name} unusable: {p.reason}") for p in unusable if p.position is not None]
+    others = [f"{i.path.name}" for i, _ in bad if i.position is None] + [
+        f"{p.path.name} ({p.reason})" for p in unusable if p.position is None
+    ]
+    tol = 0.25 * float(np.linalg.norm(delta))
+    slots: list[tuple[InstanceInfo | None, np.ndarray]] = [(None, pos[0] - delta * j) for j in range(before, 0, -1)]
+    slots.append((insts[0], pos[0]))
+    for k in range(1, len(insts)):
+        m = int(steps[k - 1])
+        slots += [(None, pos[k - 1] + (pos[k] - pos[k - 1]) * j / m) for j in range(1, m)]
+        slots.append((insts[k], pos[k]))
+    slots += [(None, pos[-1] + delta * j) for j in range(1, after + 1)]
+    missing: dict[int, str] = {}
+    for i, (inst, p) in enumerate(slots):
+        if inst is None:
+            hit = [why for q, why in known if np.max(np.abs(np.asarray(q) - p)) < tol]
+            missing[i] = hit[0] if hit else "no readable file at this position; unusable files in the series: " + (
+                ", ".join(others) or "none with a known position"
+            )
+    new_pos = np.asarray([p for _, p in slots])
+    return [inst for inst, _ in slots], new_pos, new_pos @ normal, missing
 
 
 def _dcmread_full(path: Path) -> Dataset:
@@ -882,6 +1106,7 @@ def _padding_mask(ds: Dataset, raw: np.ndarray) -> np.ndarray | None:
     return (raw >= lo) & (raw <= hi)
 
 
+@_quiet
 def read_ct_slices(geometry: CTGeometry, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Decode CT slices to Hounsfield units; only the requested files are read.
 
@@ -896,7 +1121,8 @@ def read_ct_slices(geometry: CTGeometry, indices: Sequence[int] | np.ndarray | N
         float32 array ``(n, rows, cols)`` in the order of ``indices``.
 
     Raises:
-        PatientDataError: a slice cannot be decoded or does not match the geometry.
+        PatientDataError: a slice cannot be decoded, has no usable file (:attr:`CTGeometry.missing`) or does not
+            match the geometry.
     """
     n = len(geometry.files)
     idx = list(range(n)) if indices is None else [int(i) for i in np.asarray(indices).ravel()]
@@ -905,6 +1131,9 @@ def read_ct_slices(geometry: CTGeometry, indices: Sequence[int] | np.ndarray | N
         if not -n <= i < n:
             raise IndexError(f"slice index {i} out of range for {n} slices")
         path = geometry.files[i]
+        if path is None:
+            why = geometry.missing.get(i % n, "no file")
+            raise PatientDataError(geometry.patient_id, f"CT slice {i % n} is unusable: {why}", None)
         try:
             ds = _dcmread_full(path)
             raw = ds.pixel_array
@@ -1045,6 +1274,7 @@ def _group_attr(ds: Dataset, shared: Dataset | None, first: Dataset | None, seq:
     return ds.get(keyword)
 
 
+@_quiet
 def read_seg_mask(
     seg_path: str | Path, geometry: CTGeometry, segments: Iterable[int] | None = None, pos_tol: float | None = None
 ) -> np.ndarray:

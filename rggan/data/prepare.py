@@ -213,6 +213,7 @@ class _Job:
     out_dir: Path
     fingerprint: str
     config: PrepareConfig
+    unusable: list[dicom.FileProblem] = field(default_factory=list)
 
 
 SAMPLE_FILES = ("image.npy", "mask.npy", "bases.npy")
@@ -337,7 +338,8 @@ def _extract_patient(job: _Job) -> dict[str, Any]:
         PatientDataError: any problem of this patient's data.
     """
     cfg = job.config
-    geometry = dicom.read_ct_geometry(job.ct)
+    cover = [pos for seg_file in job.seg.files for pos in dicom.seg_frame_positions(seg_file)] if job.unusable else []
+    geometry = dicom.read_ct_geometry(job.ct, unusable=job.unusable, cover=cover)
     mask = np.zeros(geometry.shape, dtype=np.uint8)
     for seg_file in job.seg.files:
         mask |= dicom.read_seg_mask(seg_file, geometry)
@@ -348,6 +350,12 @@ def _extract_patient(job: _Job) -> dict[str, Any]:
     h, w = y1 - y0, x1 - x0
     r = cfg.base_slice_radius
     slices = [z] + [s for d in range(1, r + 1) for s in (z - d, z + d) if 0 <= s < geometry.shape[0]]
+    for s in slices:  # a damaged file elsewhere in the series is harmless; on these slices it is not
+        if s in geometry.missing:
+            role = "the nodule slice" if s == z else f"background slice {s} (within {r} slices of the nodule slice {z})"
+            raise PatientDataError(
+                job.patient, f"{role} has no usable CT file: {geometry.missing[s]}", job.ct.folder
+            )
     hu = dicom.read_ct_slices(geometry, slices)
     rng = np.random.default_rng([cfg.seed, zlib.crc32(job.patient.encode())])
     try:
@@ -366,6 +374,9 @@ def _extract_patient(job: _Job) -> dict[str, Any]:
         "spacing": [geometry.pixel_spacing[0] * h / cfg.image_size, geometry.pixel_spacing[1] * w / cfg.image_size],
         "base_patches": [list(p) for p in patches],
     }
+    if geometry.missing or geometry.set_aside:  # kept: none of them is on a slice used here
+        details["unusable_slices"] = {str(k): why for k, why in sorted(geometry.missing.items())}
+        details["set_aside_files"] = [f"{path.name}: {why}" for path, why in geometry.set_aside]
     return {"image": hu[0, y0:y1, x0:x1], "mask": mask[z, y0:y1, x0:x1], "bases": bases, "details": details}
 
 
@@ -397,6 +408,46 @@ def _run_job(job: _Job) -> tuple[_Job, dict[str, Any] | None, str]:
 # ----------------------------------------------------------------------------------------------------------------------
 # The batch job
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def _attribute_problems(index: dicom.DicomIndex) -> dict[str, list[dicom.FileProblem]]:
+    """Patient -> the unusable files of that patient (those whose patient can be told).
+
+    A file whose header named its series belongs to that series' patient; any other file belongs to the patient
+    of the nearest enclosing folder that holds the series of exactly one patient (its series or study folder in
+    both NBIA layouts). Files above the patient folders (``metadata.csv``, the collection's LICENSE) belong to
+    nobody; they stay in the report's list of skipped files.
+    """
+    owners: dict[Path, set[str]] = {}
+    for series in index.series.values():
+        folder = series.folder
+        for parent in (folder, *folder.parents):
+            owners.setdefault(parent, set()).add(series.patient_id)
+            if parent == index.root:
+                break
+    out: dict[str, list[dicom.FileProblem]] = {}
+    for problem in index.problems:
+        patient = None
+        if problem.series_uid in index.series:
+            patient = index.series[problem.series_uid].patient_id
+        else:
+            for parent in problem.path.parents:
+                found = owners.get(parent)
+                if found is not None or parent == index.root:
+                    patient = next(iter(found)) if found is not None and len(found) == 1 else None
+                    break
+        if patient is not None:
+            out.setdefault(patient, []).append(problem)
+    return out
+
+
+def _describe(problem: dicom.FileProblem, root: Path) -> str:
+    """``relative/path (kind: reason)`` of an unusable file, for the report."""
+    try:
+        where = problem.path.relative_to(root)
+    except ValueError:
+        where = problem.path
+    return f"{where} ({problem.kind}: {problem.reason})"
 
 
 def _check_paths(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
@@ -493,6 +544,7 @@ def prepare_dataset(
 
     records: dict[str, PatientRecord] = {}
     jobs: list[_Job] = []
+    unusable_of = _attribute_problems(index)
     for patient in sorted(set(imaging) | rna_patients | duplicate_rna):
         reason = ""
         segs = dicom.find_patient_segs(index, patient)
@@ -515,10 +567,14 @@ def prepare_dataset(
         except PatientDataError as err:
             records[patient] = PatientRecord(patient, "excluded", err.reason)
             continue
-        fingerprint = _sha(
-            "\n".join([config.image_fingerprint(), _files_signature(ct.files + segs[0].files, input_dir)])
-        )
-        jobs.append(_Job(patient, segs[0], ct, output_dir / "samples" / patient, fingerprint, config))
+        # Unusable files that may be slices of this CT: those in its folder not known to belong to another series.
+        unusable = [
+            p for p in unusable_of.get(patient, [])
+            if p.path.parent == ct.folder and p.series_uid in ("", ct.series_uid)
+        ]  # fmt: skip
+        files = ct.files + segs[0].files + [p.path for p in unusable]  # a repaired file prepares the patient again
+        fingerprint = _sha("\n".join([config.image_fingerprint(), _files_signature(files, input_dir)]))
+        jobs.append(_Job(patient, segs[0], ct, output_dir / "samples" / patient, fingerprint, config, unusable))
 
     todo, reused = [], []
     for job in jobs:
@@ -534,18 +590,10 @@ def prepare_dataset(
     # disable=None: no bar when stderr is not a terminal (a log file would fill with carriage returns)
     bar = tqdm(total=len(todo), desc="prepare", unit="patient", disable=None if progress and todo else True)
 
-    problems_by_folder: dict[Path, list[dicom.FileProblem]] = {}
-    for problem in index.problems:
-        problems_by_folder.setdefault(problem.path.parent, []).append(problem)
-
     def finish(job: _Job, crops: dict[str, Any] | None, reason: str) -> None:
         if crops is not None:
             records[job.patient] = PatientRecord(job.patient, "included", details=_write_patient(job, crops))
         else:
-            # Name the unusable files of the series: they are usually why its geometry is broken.
-            near = problems_by_folder.get(job.ct.folder, []) + problems_by_folder.get(job.seg.folder, [])
-            if near:
-                reason += "; unusable files in the series: " + ", ".join(f"{p.path.name} ({p.kind})" for p in near)
             records[job.patient] = PatientRecord(job.patient, "excluded", reason)
         bar.update()
 
@@ -558,6 +606,9 @@ def prepare_dataset(
             for fut in as_completed([pool.submit(_run_job, job) for job in todo]):
                 finish(*fut.result())
     bar.close()
+    for patient, problems in unusable_of.items():
+        if patient in records:  # every unusable file of a patient is named in its record, kept or not
+            records[patient].details["unusable_files"] = [_describe(p, input_dir) for p in problems]
 
     included = sorted(p for p, r in records.items() if r.status == "included")
     if not included:
@@ -660,6 +711,19 @@ def _write_report(
     }
     atomic_write_json(output_dir / "report.json", report)
     c = report["counts"]
+    def unusable_lines(r: PatientRecord) -> list[str]:
+        files = r.details.get("unusable_files", [])
+        if not files:
+            return []
+        if r.status == "included":
+            head = (
+                f"    kept although {len(files)} of its files are unusable: none of them is the nodule slice or a "
+                f"background slice ({len(r.details.get('unusable_slices', {}))} CT slice(s) missing elsewhere)"
+            )
+        else:
+            head = f"    {len(files)} unusable file(s) of this patient:"
+        return [head, *(f"      {f}" for f in files)]
+
     lines = [
         f"rggan prepare report ({__version__})",
         f"input:    {input_dir}",
@@ -669,13 +733,17 @@ def _write_report(
         "",
         "Included:",
         *(
-            f"  {r.patient:<10} {r.split:<10} slice {r.details.get('slice_index')}, "
-            f"nodule {r.details.get('nodule_area_px')} px, CT '{r.details.get('ct_description', '')}'"
+            line
             for r in included
+            for line in [
+                f"  {r.patient:<10} {r.split:<10} slice {r.details.get('slice_index')}, "
+                f"nodule {r.details.get('nodule_area_px')} px, CT '{r.details.get('ct_description', '')}'",
+                *unusable_lines(r),
+            ]
         ),
         "",
         "Excluded:",
-        *(f"  {r.patient:<10} {r.reason}" for r in excluded),
+        *(line for r in excluded for line in [f"  {r.patient:<10} {r.reason}", *unusable_lines(r)]),
     ]
     if skipped:
         lines += ["", "Skipped files:", *(f"  {s['path']}: {s['reason']}" for s in skipped)]
