@@ -30,8 +30,8 @@ class TerminateOnNan(_IgniteTerminateOnNan):
     diverged weights (epoch-end handlers run only after the check of the epoch's last iteration, so the last
     healthy checkpoint stays the latest).  Handlers attached to the same ``ITERATION_COMPLETED`` after this
     one still run: they can test ``engine.should_terminate`` (as :class:`rggan.handlers.ForeachEMAHandler`
-    does).  With ``interval > 1`` the EMA may have absorbed up to ``interval - 1`` diverged steps before the
-    check; they are never saved, since the run stops without writing.
+    does).  With ``interval > 1`` up to ``interval - 1`` diverged steps run before the check; give the EMA
+    handler the same ``output_transform`` and it skips them on the device; nothing from them is saved.
 
     Args:
         output_transform: engine output -> the values to check, e.g. :func:`rggan.engine.loss_totals`

@@ -241,7 +241,7 @@ def _logged_trainer(prepared, tmp_path, device, epochs=4):
             TensorBoardStatsHandler(summary_writer=writer, output_transform=loss_scalars, iteration_log=LOG_INTERVAL),
         ],
     )
-    ForeachEMAHandler(g, momentum=1e-3).attach(trainer)
+    ForeachEMAHandler(g, momentum=1e-3, output_transform=loss_totals).attach(trainer)  # as train.yaml
     ProgressBar(persist=False).attach(trainer, output_transform=interval_loss_floats(trainer, LOG_INTERVAL))
     return trainer, writer
 

@@ -104,6 +104,33 @@ def test_ema_skips_the_step_that_terminates():
     assert not torch.isfinite(live.weight).all()
 
 
+@pytest.mark.parametrize("guarded", [True, False])
+def test_ema_never_takes_a_non_finite_step_between_divergence_checks(guarded):
+    """TerminateOnNan reads its flags every 4 iterations (no host sync per step); the EMA checks each step's
+    losses on the device, so the diverged iteration 3 never reaches it (without the check it does)."""
+    from rggan.handlers import ForeachEMAHandler
+
+    live = torch.nn.Linear(2, 2)
+    w0 = live.weight.detach().clone()
+
+    def step(engine, batch):
+        with torch.no_grad():
+            live.weight.fill_(float("nan") if engine.state.iteration == 3 else float(engine.state.iteration))
+        loss = live.weight.detach().sum()
+        return {"g_loss": loss, "d_loss": torch.zeros(())}
+
+    engine = Engine(step)
+    TerminateOnNan(output_transform=lambda o: o, interval=4).attach(engine)
+    ema = ForeachEMAHandler(live, momentum=0.5, output_transform=(lambda o: o) if guarded else None)
+    ema.attach(engine)
+    engine.run(range(6), max_epochs=1)
+    assert engine.state.iteration == 4 and engine.should_terminate  # found at the check of iteration 4
+    if guarded:  # iterations 1 and 2 only: lerp(lerp(w0, 1), 2)
+        torch.testing.assert_close(ema.ema_model.weight, 0.5 * (0.5 * w0 + 0.5) + 1.0)
+    else:
+        assert not torch.isfinite(ema.ema_model.weight).all()
+
+
 def test_checkpoint_saver_keeps_last_n_plus_final_across_resume(tmp_path):
     net = torch.nn.Linear(2, 2)
 
