@@ -74,3 +74,43 @@ def test_relocated_bundle_trains_from_inside_and_writes_nothing_in_it(copy, tmp_
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (copy.parent / "ModelOut" / "models" / "model.pt").is_file()
     assert tree_snapshot(copy) == before  # nothing written, changed or left inside the bundle
+
+
+@pytest.mark.slow
+def test_built_wheel_ships_the_bundle_and_trains_from_it(tmp_path):
+    """The wheel (not the source tree) carries the bundle: built, installed into a fresh environment that sees
+    only the dependencies, it finds its configs as package data and trains the demo from an empty folder."""
+    repo = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(repo)]
+    subprocess.run(build, check=True, capture_output=True, timeout=600)
+    (wheel,) = wheels.glob("rggan-*.whl")
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    py = env_dir / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([py, "-c", purelib], text=True).strip())
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "deps.pth").write_text("\n".join(deps) + "\n")  # torch, monai, ...: a plain path line, no editable finder
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=600)
+    work = tmp_path / "empty"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    where = subprocess.check_output(
+        [py, "-c", "import rggan, rggan.paths; print(rggan.__file__); print(rggan.paths.bundle_root())"],
+        cwd=work, env=env, text=True,
+    ).split()  # fmt: skip
+    assert all(Path(w).is_relative_to(site) for w in where), where  # the installed copy, not the source tree
+    bundle = Path(where[1])
+    prepared = make_prepared(tmp_path / "prepared", n_train=8, n_val=2, image_size=32, num_genes=12)
+    cmd = [
+        py, "-m", "monai.bundle", "run", "training",
+        "--config_file", f"['{bundle}/configs/train.yaml','{bundle}/configs/demo.yaml']",
+        "--dataset_dir", str(prepared), "--output_dir", "out", "--epochs", "1",
+        *[f"--{k}={v}" for k, v in TINY.items()],
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (work / "out" / "models" / "model.pt").is_file()
