@@ -20,45 +20,24 @@ CT pixel spacing 2.8 mm (358 mm field of view), slice spacing 4 mm (128 mm cover
 ``realistic=True`` writes 128 slices of 512×512 (0.7 mm pixels, 1 mm slices) for benchmarks.
 """
 
+from rggan.demo import identifiers as _identifiers
 from rggan.demo.ct_writer import write_ct_series
 from rggan.demo.expression import METAGENES
 from rggan.demo.generate import DEFAULT_CT_SHAPE, REALISTIC_CT_SHAPE, generate_demo_dataset
 from rggan.demo.headers import StudyInfo
-from rggan.demo.identifiers import (
-    COLLECTION,
-    CT_IMAGE_STORAGE,
-    DATA_DESCRIPTION_URI,
-    PET_IMAGE_STORAGE,
-    RNA_FILE_NAME,
-    SEGMENTATION_STORAGE,
-    SOP_CLASS_NAMES,
-    TRUTH_FILE_NAME,
-    TRUTH_MASKS_FILE_NAME,
-    UID_PREFIX,
-    demo_uid,
-)
+from rggan.demo.identifiers import *  # noqa: F403  (SOP classes, names, UID_PREFIX, demo_uid: all public)
 from rggan.demo.nbia import nbia_file_names, nbia_series_folder, nbia_study_folder
 from rggan.demo.seg_writer import SegKind, write_seg
 from rggan.demo.summary import DemoSummary
 
 __all__ = [
-    "CT_IMAGE_STORAGE",
-    "PET_IMAGE_STORAGE",
-    "SEGMENTATION_STORAGE",
-    "SOP_CLASS_NAMES",
-    "COLLECTION",
-    "DATA_DESCRIPTION_URI",
-    "UID_PREFIX",
-    "RNA_FILE_NAME",
-    "TRUTH_FILE_NAME",
-    "TRUTH_MASKS_FILE_NAME",
+    *_identifiers.__all__,
     "METAGENES",
     "DEFAULT_CT_SHAPE",
     "REALISTIC_CT_SHAPE",
     "SegKind",
     "StudyInfo",
     "DemoSummary",
-    "demo_uid",
     "write_ct_series",
     "write_seg",
     "nbia_study_folder",

@@ -11,7 +11,15 @@ import numpy as np
 from pydicom.config import disable_value_validation
 from pydicom.dataset import Dataset
 
-from rggan.demo.headers import StudyInfo, add_ctp_private, ds_string, file_meta, set_patient_study
+from rggan.demo.headers import (
+    StudyInfo,
+    add_ctp_private,
+    ds_string,
+    file_meta,
+    set_dates,
+    set_equipment,
+    set_patient_study,
+)
 from rggan.demo.identifiers import CT_IMAGE_STORAGE, PET_IMAGE_STORAGE, demo_uid
 from rggan.demo.nbia import nbia_file_names
 
@@ -72,16 +80,10 @@ def _series_header(
     tpl.ImageType = list(image_type)
     tpl.SOPClassUID = sop_class
     tpl.SOPInstanceUID = ""
-    tpl.SeriesDate = date
-    tpl.AcquisitionDate = date
-    tpl.ContentDate = date
-    tpl.SeriesTime = time
-    tpl.AcquisitionTime = time
-    tpl.ContentTime = time
+    set_dates(tpl, date, time, ("Series", "Acquisition", "Content"))
     tpl.Modality = modality
-    tpl.Manufacturer = manufacturer
+    set_equipment(tpl, manufacturer, model)
     tpl.InstitutionName = ""
-    tpl.ManufacturerModelName = model
     tpl.SeriesDescription = description
     tpl.BodyPartExamined = "CHEST"
     tpl.SliceThickness = ds_string(thickness)

@@ -11,7 +11,15 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from rggan.demo.identifiers import COLLECTION
 
-__all__ = ["StudyInfo", "ds_string", "file_meta", "set_patient_study", "add_ctp_private"]
+__all__ = [
+    "StudyInfo",
+    "ds_string",
+    "file_meta",
+    "set_patient_study",
+    "set_dates",
+    "set_equipment",
+    "add_ctp_private",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,25 @@ def set_patient_study(ds: Dataset, patient_id: str, study: StudyInfo) -> None:
     ds.StudyID = study.study_id
     ds.ReferringPhysicianName = study.referring_physician
     ds.StudyDescription = study.description
+
+
+def set_dates(ds: Dataset, date: str, time: str, modules: tuple[str, ...] = ("Series", "Content")) -> None:
+    """Set ``<module>Date`` to ``date`` and ``<module>Time`` to ``time`` for each of ``modules``."""
+    for module in modules:
+        setattr(ds, f"{module}Date", date)
+        setattr(ds, f"{module}Time", time)
+
+
+def set_equipment(
+    ds: Dataset, manufacturer: str, model: str, software_versions: str | None = None, serial: str | None = None
+) -> None:
+    """Set the general-equipment attributes (SoftwareVersions and DeviceSerialNumber only when given)."""
+    ds.Manufacturer = manufacturer
+    ds.ManufacturerModelName = model
+    if software_versions is not None:
+        ds.SoftwareVersions = software_versions
+    if serial is not None:
+        ds.DeviceSerialNumber = serial
 
 
 def add_ctp_private(ds: Dataset) -> None:

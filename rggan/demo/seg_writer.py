@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pack_bits
 from pydicom.sequence import Sequence as DicomSequence
 
-from rggan.demo.headers import file_meta
+from rggan.demo.headers import file_meta, set_dates, set_equipment
 from rggan.demo.identifiers import SEGMENTATION_STORAGE, demo_uid
 
 __all__ = ["SegKind", "write_seg", "epad_description"]
@@ -175,14 +175,8 @@ def _slicer_seg(
     (series_uid, sop_uid), (cdate, ctime) = uids, created
     ds = _legacy_seg_base(ct0, series_uid, sop_uid, "1.2.40.0.13.1.1.1")
     ds.StudyDate = cdate
-    ds.SeriesDate = cdate
-    ds.ContentDate = cdate
-    ds.SeriesTime = ctime
-    ds.ContentTime = ctime
-    ds.Manufacturer = "3D Slicer Community"
-    ds.ManufacturerModelName = "https://github.com/fedorov/Reporting"
-    ds.SoftwareVersions = "0.0.1"
-    ds.DeviceSerialNumber = "1"
+    set_dates(ds, cdate, ctime)
+    set_equipment(ds, "3D Slicer Community", "https://github.com/fedorov/Reporting", "0.0.1", "1")
     ds.SeriesDescription = "3D Slicer segmentation result"
     ds.ContentCreatorName = "3DSlicer"
     ds.PixelSpacing = ct0.PixelSpacing
@@ -206,15 +200,9 @@ def _epad_seg(
     ct0 = cts[0]
     (series_uid, sop_uid), (cdate, ctime) = uids, created
     ds = _legacy_seg_base(ct0, series_uid, sop_uid, SEGMENTATION_STORAGE)
-    ds.SeriesDate = cdate
-    ds.ContentDate = cdate
-    ds.SeriesTime = ctime
-    ds.ContentTime = ctime
+    set_dates(ds, cdate, ctime)
     ds.FrameOfReferenceUID = demo_uid("seg-for", series_uid)
-    ds.Manufacturer = "Stanford University"
-    ds.ManufacturerModelName = "ePAD"
-    ds.SoftwareVersions = "1.1"
-    ds.DeviceSerialNumber = "1"
+    set_equipment(ds, "Stanford University", "ePAD", "1.1", "1")
     ds.SeriesDescription = epad_description(cdate, ctime)
     ds.ContentCreatorName = "ePAD^User"
     _dimensions(ds, series_uid, with_segment=True)
