@@ -1,4 +1,4 @@
-"""Tests of the built-in demo download (rggan.data.demo)."""
+"""Tests of the built-in demo download (rggan.demo, also importable as rggan.data.demo)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from rggan.data.demo import (
+from rggan.demo import (
     CT_IMAGE_STORAGE,
     METAGENES,
     PET_IMAGE_STORAGE,
@@ -357,3 +357,12 @@ def test_minimal_and_custom_shape(tmp_path):
     assert s.ct_shape == (12, 48, 48) and s.spacing == (round(128 / 12, 6), round(358.4 / 48, 6), round(358.4 / 48, 6))
     masks = np.load(s.masks_file)
     assert masks[s.gan_cohort[0]].shape == (12, 48, 48) and masks[s.gan_cohort[0]].any()
+
+
+def test_old_module_path_reexports_the_public_api():
+    import rggan.data.demo as old
+    import rggan.demo as new
+
+    assert set(old.__all__) == set(new.__all__)
+    for name in new.__all__:
+        assert getattr(old, name) is getattr(new, name), name

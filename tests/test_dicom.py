@@ -1,4 +1,4 @@
-"""Tests of rggan.data.dicom on real third-party DICOM files and on NBIA-shaped trees written by rggan.data.demo."""
+"""Tests of rggan.data.dicom on real third-party DICOM files and on NBIA-shaped trees written by rggan.demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import pack_bits
 
+from rggan import demo as demo_writers
 from rggan.data import dicom
 from rggan.errors import PatientDataError
 
@@ -46,11 +47,8 @@ def phantom(seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def demo():
-    mod = pytest.importorskip("rggan.data.demo")
-    for name in ("write_ct_series", "write_seg", "StudyInfo", "demo_uid", "nbia_study_folder", "nbia_series_folder"):
-        if not hasattr(mod, name):
-            pytest.skip(f"rggan.data.demo.{name} not available yet")
-    return mod
+    """The demo writers (:mod:`rggan.demo`): CT/PET series, SEGs of every producer, NBIA folder names."""
+    return demo_writers
 
 
 def series_dir(demo, base: Path, layout: str, patient: str, study, number: int, desc: str, uid: str) -> Path:
@@ -260,7 +258,7 @@ def test_empty_and_missing_folders(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# NBIA-shaped downloads written with rggan.data.demo
+# NBIA-shaped downloads written with rggan.demo
 # ----------------------------------------------------------------------------------------------------------------------
 
 PATIENTS = {  # patient: (SEG kind, feet-first numbering, z shift of the truth mask)
@@ -371,14 +369,7 @@ def test_every_seg_kind_reproduces_the_truth_exactly(download, layout, caplog):
 @pytest.mark.parametrize("layout", ["descriptive", "classic"])
 def test_generated_demo_download_matches_its_ground_truth(demo, tmp_path, layout):
     """The demo generator's own download (all SEG kinds, scouts, PET/CT, NumberOfFrames mismatches) and truth."""
-    if not hasattr(demo, "generate_demo_dataset"):
-        pytest.skip("rggan.data.demo.generate_demo_dataset not available yet")
-    try:
-        summary = demo.generate_demo_dataset(
-            tmp_path, patients=4, seed=1, layout=layout, ct_shape=(12, 40, 36), n_genes=20
-        )
-    except NotImplementedError:
-        pytest.skip("rggan.data.demo.generate_demo_dataset not implemented yet")
+    summary = demo.generate_demo_dataset(tmp_path, patients=4, seed=1, layout=layout, ct_shape=(12, 40, 36), n_genes=20)
     truth = json.loads(Path(summary.truth_file).read_text())
     masks = np.load(summary.masks_file)
     index = dicom.index_dicom_tree(summary.output)
