@@ -134,7 +134,7 @@ def test_rerun_is_noop_and_only_changed_patient_is_prepared_again(small_copy, tm
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(small_copy, tmp_path, monkeypatch):
-    import rggan.data.prepare as prep
+    import rggan.data.prepare.run as prep
 
     download, _ = small_copy
     out = tmp_path / "prepared"
