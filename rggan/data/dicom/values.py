@@ -80,24 +80,24 @@ def to_floats(value: Any, n: int | None = None) -> tuple[float, ...] | None:
     return vals
 
 
-def to_float(value: Any) -> float | None:
-    """A header value as a float, or None when absent, empty or not numeric."""
+def _number(value: Any, kind: Callable[[Any], R]) -> R | None:
+    """``kind(value)``, or None when the value is absent, empty or not convertible."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        return kind(value)
     except (TypeError, ValueError):
         return None
+
+
+def to_float(value: Any) -> float | None:
+    """A header value as a float, or None when absent, empty or not numeric."""
+    return _number(value, float)
 
 
 def to_int(value: Any) -> int | None:
     """A header value as an int, or None when absent, empty or not an integer."""
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return _number(value, int)
 
 
 def get_text(ds: Dataset, keyword: str) -> str:
