@@ -134,7 +134,7 @@ def test_rerun_is_noop_and_only_changed_patient_is_prepared_again(small_copy, tm
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(small_copy, tmp_path, monkeypatch):
-    import rggan.data.prepare as prep
+    import rggan.data.prepare.run as prep
 
     download, _ = small_copy
     out = tmp_path / "prepared"
@@ -155,6 +155,24 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(small_copy, tmp_path
     result = prepare_dataset(download, out, config=SMALL, workers=1, progress=False)
     assert sorted(result.reused) == sorted(calls[:2])
     assert len(result.included) == 4
+
+
+def test_worker_processes_write_the_same_files_as_one_process(small_download, tmp_path, monkeypatch):
+    """The parallel path (spawned workers import the per-patient work by module path) gives identical files."""
+    import rggan.data.prepare.run as run
+
+    serial = prepare_dataset(small_download.output, tmp_path / "serial", config=SMALL, workers=1, progress=False)
+    monkeypatch.setattr(run, "PARALLEL_MIN_SLICES", 0)  # the demo CTs are far below the real-size threshold
+    parallel = prepare_dataset(small_download.output, tmp_path / "parallel", config=SMALL, workers=2, progress=False)
+    assert parallel.included == serial.included and len(serial.included) == 4
+    names = sorted(
+        str(f.relative_to(serial.output_dir))
+        for f in serial.output_dir.rglob("*")
+        if f.suffix == ".npy" or f.name in ("datalist.json", "gene_transform.json", "fingerprint.json", "report.txt")
+    )
+    assert len(names) == 4 * 5 + 3
+    for name in names:
+        assert (parallel.output_dir / name).read_bytes() == (serial.output_dir / name).read_bytes(), name
 
 
 def test_input_is_never_written_and_output_inside_input_is_refused(small_copy, tmp_path):

@@ -1,0 +1,62 @@
+"""Settings of the prepare step (:class:`PrepareConfig`); every field enters the output fingerprint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from rggan.data.prepare.manifest import sha
+from rggan.data.rna import GeneTransformConfig
+from rggan.intensity import DEFAULT_HU_RANGE
+
+__all__ = ["PrepareConfig"]
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of the prepare step; every field enters the output fingerprint.
+
+    Args:
+        image_size: side of the saved crops and patches in pixels (power of two for the networks).
+        num_bases: background patches per patient.
+        seed: seed of the train/validation split and of the patch positions.
+        val_fraction: fraction of included patients held out for validation (patient level).
+        hu_min: lower HU clip; maps to -1.
+        hu_max: upper HU clip; maps to +1.
+        lung_hu: HU threshold below which a pixel inside the body counts as lung.
+        min_lung_fraction: minimal fraction of lung pixels in a background patch (halved when no patch
+            qualifies, e.g. for a small lung): the patches should look like the parenchyma around a nodule.
+        base_slice_radius: background patches come from slices within this many slices of the nodule slice.
+        crop_mm: crop side in mm (a fixed field of view, so nodule size stays visible in pixels); None: the
+            original research code's ``2 * max(w, h)`` of the tumour's bounding box, which scales every
+            nodule to about the same size in pixels.
+        genes: gene preprocessing (see :class:`rggan.data.rna.GeneTransformConfig`).
+        permute_rna: negative control. A seed: the expression profiles are shuffled among the included
+            patients (each patient gets another patient's whole RNA column), which breaks every true
+            gene-image link while keeping the genes' joint distribution; None (default): no shuffling.
+    """
+
+    image_size: int = 128
+    num_bases: int = 10
+    seed: int = 12345
+    val_fraction: float = 0.2
+    hu_min: float = DEFAULT_HU_RANGE[0]
+    hu_max: float = DEFAULT_HU_RANGE[1]
+    lung_hu: float = -400.0
+    min_lung_fraction: float = 0.9
+    base_slice_radius: int = 2
+    crop_mm: float | None = None
+    genes: GeneTransformConfig = field(default_factory=GeneTransformConfig)
+    permute_rna: int | None = None
+
+    def image_fingerprint(self) -> str:
+        """Hash of the settings that change the per-patient image files."""
+        d = dataclasses.asdict(self)
+        for key in ("genes", "val_fraction", "permute_rna"):
+            d.pop(key)
+        return sha(json.dumps(d, sort_keys=True))
+
+    def fingerprint(self) -> str:
+        """Hash of every setting."""
+        return sha(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
