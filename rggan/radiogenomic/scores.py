@@ -24,6 +24,14 @@ def main_driver_agreement(
     = effect(d, p) / SD(p) over the truth's patients; measured = map[d, f] / ``feature_scale[f]``
     (e.g. the real feature's SD; default 1, right for correlation maps). One correlation over all pairs:
     it rewards the right sign and the right relative strength of the main drivers, and has no tie ceiling.
+
+    Args:
+        measured: genes × features map; truth: the demo truth.
+        feature_scale: ``{feature: scale}`` the map's values are divided by (default 1).
+
+    Returns:
+        ``{"spearman", "sign_accuracy", "n_pairs", "pairs": [{phenotype, feature, gene, planted_std,
+        measured_std}]}``.
     """
     scales = phenotype_scales(truth)
     rows = []
@@ -76,6 +84,14 @@ def score_against_truth(
       drivers) and the measured value. The tied zeros cap it: with 2 drivers of opposite sign among 8
       and non-zero measured values elsewhere its maximum is 0.764;
     * ``n_drivers``: drivers of this phenotype present in the map; ``drivers``: their values.
+
+    Args:
+        measured: genes × features map; truth: the demo truth.
+        expression: patients × genes, for ``spearman_expected`` (left out without it).
+        top_k: k of ``topk_precision`` (default: the phenotype's number of drivers).
+
+    Returns:
+        the table, one row per pairing.
     """
     genes = list(measured.index)
     planted = planted_effects(truth, genes)
@@ -147,7 +163,12 @@ def map_agreement(tables: Sequence[pd.DataFrame]) -> dict[str, Any]:
 
 
 def summarise_scores(scores: pd.DataFrame) -> dict[str, float]:
-    """Means over the main pairing of each phenotype (its first feature in :data:`PHENOTYPE_FEATURES`)."""
+    """Summary of :func:`score_against_truth`'s table.
+
+    Returns:
+        ``{"mean_<score>": mean over the main pairing of each phenotype}`` (its first feature in
+        :data:`PHENOTYPE_FEATURES`).
+    """
     main = scores[[PHENOTYPE_FEATURES[p][0] == f for p, f in zip(scores.phenotype, scores.feature)]]
     cols = [c for c in ("spearman_expected", "topk_precision", "sign_accuracy", "spearman_drivers") if c in main]
     return {f"mean_{c}": float(main[c].mean()) for c in cols}

@@ -38,7 +38,14 @@ PHENOTYPE_FEATURES: dict[str, tuple[str, ...]] = {
 
 
 def find_truth(dataset_dir: str | os.PathLike | None) -> Path | None:
-    """``demo_truth.json`` beside the raw demo download a prepared folder was made from (via its report.json)."""
+    """Find ``demo_truth.json`` for a prepared folder.
+
+    Args:
+        dataset_dir: the prepared folder; its ``report.json`` names the raw demo download it was made from.
+
+    Returns:
+        the first file found in the raw download, the prepared folder or its parent; None if none.
+    """
     if dataset_dir is None:
         return None
     folder = Path(dataset_dir)
@@ -53,7 +60,15 @@ def find_truth(dataset_dir: str | os.PathLike | None) -> Path | None:
 
 
 def resolve_truth(truth_file: Any, dataset_dir: str | os.PathLike | None) -> Path | None:
-    """``"auto"`` -> :func:`find_truth`; None / "none" / "null" / "false" / "" -> None; else the path (must exist)."""
+    """The demo truth file a run asks for.
+
+    Args:
+        truth_file: ``"auto"`` (:func:`find_truth`), None / "none" / "null" / "false" / "" (no truth), or a path.
+        dataset_dir: the prepared folder, for ``"auto"``.
+
+    Returns:
+        the path (a given one must exist), or None.
+    """
     if truth_file is None or str(truth_file).strip().lower() in ("", "none", "null", "false"):
         return None
     if str(truth_file) == "auto":
@@ -65,7 +80,11 @@ def resolve_truth(truth_file: Any, dataset_dir: str | os.PathLike | None) -> Pat
 
 
 def load_truth(path: str | os.PathLike) -> dict[str, Any]:
-    """Read ``demo_truth.json`` (format ``rggan-demo-truth``)."""
+    """Read ``demo_truth.json``.
+
+    Returns:
+        the truth dict (format ``rggan-demo-truth``, with ``phenotypes``); a clear error for another file.
+    """
     try:
         truth = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -76,7 +95,14 @@ def load_truth(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def planted_effects(truth: Mapping[str, Any], genes: Sequence[str]) -> pd.DataFrame:
-    """genes × phenotypes planted effects (phenotype unit per SD of log2 expression; 0 for non-drivers)."""
+    """The planted effects as a table.
+
+    Args:
+        truth: the demo truth; genes: the rows.
+
+    Returns:
+        genes × phenotypes, in phenotype units per SD of log2 expression (0 for non-drivers).
+    """
     phen = list(truth["phenotypes"])
     out = pd.DataFrame(0.0, index=pd.Index(list(genes), name="gene"), columns=phen)
     for name, spec in truth["phenotypes"].items():
@@ -93,6 +119,12 @@ def expected_associations(truth: Mapping[str, Any], expression: pd.DataFrame) ->
     Pearson correlation of the (normalised) expression across the patients of ``expression``. It is the
     change of p expected per +1 SD of gene g when g carries its co-expressed drivers with it, so it is
     non-zero for the drivers' module partners too, and has no ties (unlike the sparse planted vector).
+
+    Args:
+        truth: the demo truth; expression: patients × genes (the genes are the rows of the result).
+
+    Returns:
+        genes × phenotypes.
     """
     genes = list(expression.columns)
     x = expression.to_numpy(np.float64)
@@ -108,7 +140,11 @@ def expected_associations(truth: Mapping[str, Any], expression: pd.DataFrame) ->
 
 
 def phenotype_scales(truth: Mapping[str, Any]) -> dict[str, float]:
-    """SD of each planted phenotype over the truth's patients (fallback: a quarter of its range, or 1)."""
+    """The scale of each planted phenotype.
+
+    Returns:
+        ``{phenotype: SD over the truth's patients}`` (fallback: a quarter of its range, or 1).
+    """
     out = {}
     for name, spec in truth["phenotypes"].items():
         vals = [
