@@ -5,7 +5,7 @@ normalised (z-scored) value set to each of ``values`` (default -2, -1, 0, +1, +2
 gene, the latent code and the background patch stay the patient's own. One strip per gene: rows are
 patients, columns the gene's values; each tile is the generated image with the generated mask's
 outline in red. :func:`traversal_figures` makes the strips of each feature's top genes of a
-radiogenomic map; :func:`rggan.radiogenomic_map.run_radiogenomic_map` writes them as PNG beside the
+radiogenomic map; :func:`rggan.radiogenomic.workflow.run_radiogenomic_map` writes them as PNG beside the
 heatmaps and logs them to TensorBoard.
 """
 
@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+
+from rggan.visualize import tile_grid
 
 __all__ = ["traversal_images", "traversal_strip", "traversal_figures", "DEFAULT_VALUES"]
 
@@ -62,6 +64,7 @@ def traversal_images(
 
 
 def _tile(image: np.ndarray, mask: np.ndarray, scale: int) -> np.ndarray:
+    """The image with the mask's outline in red (RGB uint8), upscaled ``scale`` times by repetition."""
     from rggan.inference import outlined
 
     return np.repeat(np.repeat(outlined(image, mask), scale, axis=0), scale, axis=1)
@@ -75,28 +78,22 @@ def traversal_strip(
     values: Sequence[float] = DEFAULT_VALUES,
     min_tile: int = 96,
 ) -> np.ndarray:
-    """A labelled RGB strip (H, W, 3) uint8 of :func:`traversal_images`' output."""
-    from PIL import Image, ImageDraw
+    """A labelled strip of :func:`traversal_images`' output: rows are patients, columns the gene's values.
 
-    from rggan.radiogenomic_map import _font
+    Args:
+        images: ``{"image", "mask"}`` (P, V, S, S) tensors in [-1, 1].
+        title: the heading line; row_labels: one per patient.
+        values: the gene values of the columns (labelled in SD).
+        min_tile: tiles are upscaled by a whole factor to at least this many pixels a side.
 
+    Returns:
+        the strip, (H, W, 3) uint8; each tile is the image with the mask's outline in red.
+    """
     img, msk = images["image"].numpy(), images["mask"].numpy()
     p, v, s = img.shape[0], img.shape[1], img.shape[-1]
     scale = max(1, -(-min_tile // s))
-    side, gap = s * scale, 4
-    font, big = _font(13), _font(15)
-    label_w, top = 90, 48
-    canvas = Image.new("RGB", (label_w + v * (side + gap) + gap, top + p * (side + gap) + gap), "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.text((8, 6), title, fill="black", font=big)
-    for j, val in enumerate(values):
-        draw.text((label_w + j * (side + gap) + side // 2 - 14, top - 18), f"{val:+g} SD", fill="black", font=font)
-    for i in range(p):
-        y = top + i * (side + gap)
-        draw.text((6, y + side // 2 - 7), str(row_labels[i]), fill="black", font=font)
-        for j in range(v):
-            canvas.paste(Image.fromarray(_tile(img[i, j], msk[i, j], scale)), (label_w + j * (side + gap), y))
-    return np.asarray(canvas)
+    tiles = [[_tile(img[i, j], msk[i, j], scale) for j in range(v)] for i in range(p)]
+    return tile_grid(tiles, title=title, row_labels=row_labels, col_labels=[f"{val:+g} SD" for val in values])
 
 
 def traversal_figures(
