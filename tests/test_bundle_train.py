@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from rggan.handlers import find_latest_checkpoint
 
 from tests._prepared import make_prepared
@@ -323,3 +323,40 @@ def test_multi_gpu_ranks_see_disjoint_demo_samples(meta_file, prepared_demo, tmp
     written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and "seen_rank" not in p.name)
     assert len([n for n in written if n.startswith("events.out.tfevents")]) == 1  # rank 0 only
     assert "model.pt" in written
+
+
+def _train_parser(**override) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(CONFIG_FILES)
+    parser.update(override)
+    return parser
+
+
+def test_resolving_the_config_prepares_nothing(prepared, tmp_path):
+    """`prepared_dir` is a path known without preparing; the `prepare` step in `initialize` does the work."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "some_file.dcm").write_bytes(b"not read")
+    out = tmp_path / "out"
+    parser = _train_parser(dataset_dir=str(raw), output_dir=str(out))
+    assert parser.get_parsed_content("prepared_dir") == str(out / "prepared")
+    assert not out.exists()  # resolving wrote nothing
+    assert parser["initialize"][-1] == "$@prepare.run()"  # `initialize` prepares, after seeding
+    parser = _train_parser(dataset_dir=str(prepared), output_dir=str(out))
+    assert parser.get_parsed_content("prepared_dir") == str(prepared)  # a prepared folder is used as it is
+    assert parser.get_parsed_content("prepare").run() == str(prepared)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("resume", "resumes"),
+    [(True, True), ("true", True), ("yes", True), ("1", True), (False, False), ("false", False), ("False", False),
+     ("no", False), ("0", False)],
+)  # fmt: skip
+def test_resume_switch_is_a_boolean(tmp_path, resume, resumes):
+    """`--resume` arrives as a bool or a string (`--resume false`); MONAI's str2bool reads both."""
+    ckpt = tmp_path / "models" / "checkpoint_epoch=1_iteration=2.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    parser = _train_parser(output_dir=str(tmp_path), resume=resume)
+    assert parser.get_parsed_content("resume_ckpt") == (str(ckpt) if resumes else None)

@@ -1,0 +1,91 @@
+"""The checkpoint workflows' configs only wire: one generator overlay, workflows as `_target_` components."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from monai.bundle import ConfigParser
+
+from rggan.workflows import ConfigOverlay
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+CONFIGS = BUNDLE / "configs"
+USERS = ["inference.yaml", "evaluate.yaml", "radiogenomic_map.yaml"]  # the configs that use generator.yaml
+HANDED_OVER = {"ckpt_file", "ckpt_key", "dataset_dir", "device", "num_genes", "embed_dim", "g_ls", "g_n_feat",
+               "code_kernel", "image_size", "double_tanh"}  # fmt: skip
+
+
+def _raw(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+@pytest.mark.parametrize("name", USERS)
+def test_generator_block_is_written_once(name):
+    """The RGGenerator wiring lives in generator.yaml; each workflow hands over its own ids and nothing else."""
+    config = _raw(name)
+    assert "rggan.networks" not in (CONFIGS / name).read_text() and "resolve_sizes" not in (CONFIGS / name).read_text()
+    generator = config["generator"]
+    assert generator["_target_"] == "rggan.workflows.ConfigOverlay"
+    assert "'generator.yaml'" in generator["config_file"] and "@bundle_root" in generator["config_file"]
+    handed = {k: v for k, v in generator.items() if k not in ("_target_", "config_file")}
+    assert handed == {k: f"@{k}" for k in HANDED_OVER}  # every one an id of the workflow's own config
+    assert HANDED_OVER <= set(config) and HANDED_OVER <= set(_raw("generator.yaml"))
+
+
+@pytest.mark.parametrize("name", USERS)
+def test_overlay_follows_bundle_root_and_gets_the_overrides(tmp_path, monkeypatch, name):
+    """A relocated bundle's generator.yaml is the one read; command-line values of the handed-over ids reach it."""
+    copy = tmp_path / "zoo" / "bundle"
+    shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("ModelOut"))
+    overlay = copy / "configs" / "generator.yaml"
+    text = overlay.read_text()
+    start = text.index("\nsizes:")
+    overlay.write_text(text[:start] + "\nsizes: \"$('copy', @embed_dim, @ckpt_key, @ckpt_file, @double_tanh)\"\n")
+    monkeypatch.chdir(tmp_path)
+    parser = ConfigParser()
+    parser.read_config(str(copy / "configs" / name))
+    parser.update({"bundle_root": str(copy), "embed_dim": 7, "ckpt_key": "generator", "ckpt_file": "x.pt"})
+    assert parser.get_parsed_content("sizes") == ("copy", 7, "generator", "x.pt", False)
+
+
+def test_config_overlay_reads_its_own_defaults(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("a: 1\nb: 2\nsum: '$@a + @b'\n")
+    assert ConfigOverlay(overlay, b=10).get("sum") == 11
+    assert ConfigOverlay(overlay).get("sum") == 3
+
+
+def _workflow(name: str, **override):
+    """The `workflow` component of ``name`` (a partial of the workflow function), with the generator stubbed."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / name))
+    parser.update({"network": "$None", "sizes": {"latent_size": 4, "image_size": 32}, "ckpt_file": "c.pt",
+                   "dataset_dir": "d", "output_dir": "o", "device": "$torch.device('cpu')", **override})  # fmt: skip
+    return parser.get_parsed_content("workflow")
+
+
+def test_radiogenomic_map_workflow_is_a_component_of_overridable_ids():
+    from rggan.radiogenomic_map import run_radiogenomic_map
+
+    wf = _workflow("radiogenomic_map.yaml", num_latents=8, delta=0.25, genes=["A"])
+    assert wf.func is run_radiogenomic_map
+    params = inspect.signature(run_radiogenomic_map).parameters
+    assert set(wf.keywords) == set(params)  # every argument wired (none left to a default the config hides)
+    assert (wf.keywords["num_latents"], wf.keywords["delta"], wf.keywords["genes"]) == (8, 0.25, ["A"])
+    assert (wf.keywords["latent_size"], wf.keywords["image_size"]) == (4, 32)
+    assert wf.keywords["settings"] == {"ckpt_file": "c.pt", "dataset_dir": "d"}
+
+
+def test_evaluate_workflow_is_a_component_of_overridable_ids():
+    from rggan.evaluation import evaluate_generator, run_evaluation
+
+    wf = _workflow("evaluate.yaml", num_samples=8, split="all")
+    assert wf.func is run_evaluation
+    accepted = set(inspect.signature(evaluate_generator).parameters) | {"output_dir", "settings"}
+    assert set(wf.keywords) == accepted  # every argument wired
+    assert (wf.keywords["num_samples"], wf.keywords["split"]) == (8, "all")
+    assert wf.keywords["settings"] == {"ckpt_file": "c.pt", "dataset_dir": "d"}
