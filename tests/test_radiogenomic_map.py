@@ -354,6 +354,23 @@ def test_fast_map_matches_the_exact_map_through_a_nonlinear_encoder():
     np.testing.assert_allclose(small, 75.0 * jac[:, 1].mean(0).detach().numpy(), rtol=1e-3, atol=1e-2)
 
 
+def test_fast_map_auto_step_is_the_typical_genes_half_shift():
+    """``step="auto"``: the median over pilot samples x genes of |Δe| / 2, not a mean pulled up by the largest shifts."""
+    from rggan.fast_map import embedding_shifts, fast_synthesis_map
+
+    net = EmbeddingDiskGenerator(num_genes=6)
+    with torch.no_grad():
+        net.gene_encoder[0].weight[:, 0] *= 50.0  # one gene moves the embedding far more than the others
+    requests = _requests(n=8, g=6)
+    rna = torch.tensor(np.stack([r["rna"] for r in requests]))
+    norms = torch.linalg.vector_norm(embedding_shifts(net, rna, torch.eye(6), 0.5), dim=-1)
+    fast = fast_synthesis_map(net, requests, [f"G{i}" for i in range(6)], delta=0.5, directions="all")
+    e_rms = float(net.gene_encoder(rna).square().sum(1).mean().sqrt())
+    assert float(norms.median()) / 2 > 1e-3 * e_rms  # the floor does not apply here
+    assert fast["info"]["step"] == pytest.approx(float(norms.median()) / 2, rel=1e-5)
+    assert fast["info"]["step"] < float(norms.square().mean().sqrt()) / 4  # the RMS is the big gene's
+
+
 def test_fast_map_cost_does_not_grow_with_genes():
     from rggan.fast_map import fast_synthesis_map
 
