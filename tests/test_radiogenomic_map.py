@@ -355,7 +355,7 @@ def test_fast_map_matches_the_exact_map_through_a_nonlinear_encoder():
 
 
 def test_fast_map_auto_step_is_the_typical_genes_half_shift():
-    """``step="auto"``: the median over pilot samples x genes of |Δe| / 2, not a mean pulled up by the largest shifts."""
+    """``step="auto"``: the median over pilot samples x genes of |Δe| / 2, not a mean the largest shifts pull up."""
     from rggan.fast_map import embedding_shifts, fast_synthesis_map
 
     net = EmbeddingDiskGenerator(num_genes=6)
