@@ -38,6 +38,8 @@ from ignite.engine import Engine
 from monai.engines import GanTrainer
 from monai.utils import GanKeys
 
+from rggan.system import resolve_amp
+
 __all__ = [
     "RGGanTrainer",
     "prepare_rg_batch",
@@ -154,7 +156,8 @@ class RGGanTrainer(GanTrainer):
     * ``optim_set_to_none`` defaults to True (gradients dropped, not zero-filled, before each step);
     * ``amp``: mixed precision with ``torch.autocast`` on the trainer's device: float16 on CUDA, with
       one ``torch.amp.GradScaler`` per network (``engine.g_scaler`` / ``engine.d_scaler``), and
-      bfloat16 on other devices (CPU), where no loss scaling is needed and the scalers stay disabled.
+      bfloat16 on other devices (CPU), where no loss scaling is needed and the scalers stay disabled;
+      ``"auto"``: bfloat16 on a CPU with AMX, off elsewhere (:func:`rggan.system.resolve_amp`).
       ``amp_kwargs`` are passed to ``torch.autocast``; ``amp_kwargs={"dtype": torch.bfloat16}`` selects
       bfloat16 on CUDA too (scalers then disabled as well).
 
@@ -162,7 +165,7 @@ class RGGanTrainer(GanTrainer):
     one batch of fakes, D takes ``d_train_steps`` steps on it, then G takes one step.
     """
 
-    def __init__(self, *args: Any, amp: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, amp: bool | str = False, **kwargs: Any) -> None:
         kwargs.setdefault("d_prepare_batch", prepare_rg_batch)
         kwargs.setdefault("g_update_latents", False)
         # every parameter receives a gradient each step, so dropping the gradients instead of zero-filling
@@ -170,7 +173,7 @@ class RGGanTrainer(GanTrainer):
         kwargs.setdefault("optim_set_to_none", True)
         super().__init__(*args, **kwargs)
         device_type = torch.device(self.state.device).type
-        self.amp = bool(amp)
+        self.amp = resolve_amp(amp, self.state.device)
         default_dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
         self.amp_dtype: torch.dtype = (self.amp_kwargs or {}).get("dtype", default_dtype)
         scaling = self.amp and self.amp_dtype == torch.float16  # bfloat16 has float32's range: no scaling

@@ -184,6 +184,22 @@ def test_amp_on_cpu_is_bfloat16_autocast_without_scaling(prepared):
     assert not _same(_params(trainer.g_network), g0) and not _same(_params(trainer.d_network), d0)
 
 
+def test_amp_auto_is_bfloat16_exactly_on_cpus_with_amx(prepared, monkeypatch):
+    """``amp="auto"``: bfloat16 autocast when the CPU has AMX tiles, full precision when it has not; strings parse."""
+    import rggan.system
+
+    trainer, _ = make_trainer(prepared, batch_size=4, epoch_length=1, amp="auto")
+    assert trainer.amp == rggan.system.cpu_has_fast_bf16()  # this machine's answer, whatever it is
+    for has_amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda has_amx=has_amx: has_amx, raising=False)
+        trainer, _ = make_trainer(prepared, batch_size=4, epoch_length=1, amp="auto")
+        assert trainer.amp is has_amx and trainer._autocast_kwargs["enabled"] is has_amx
+        assert rggan.system.resolve_amp("auto", "cuda:0") is False  # float16 on CUDA stays opt-in
+    assert rggan.system.resolve_amp("true", "cpu") is True and rggan.system.resolve_amp("False", "cpu") is False
+    with pytest.raises(ValueError):
+        rggan.system.resolve_amp("sometimes", "cpu")
+
+
 def test_amp_float16_path_with_gradient_scaling(prepared):
     """The CUDA recipe (float16 autocast + one GradScaler per network), run on CPU by asking for float16.
 
