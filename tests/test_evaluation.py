@@ -77,8 +77,8 @@ def test_format_metrics_handles_nan():
 
 def test_evaluation_handler_logs_every_interval(tmp_path):
     from ignite.engine import Engine
+    from rggan.handlers import EvaluationHandler
 
-    from rggan.evaluation import EvaluationHandler
     from rggan.inference import load_generator
 
     setup = make_setup(tmp_path)

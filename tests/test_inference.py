@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from rggan.handlers import GeneratedNoduleWriter
 
 from rggan.data.rna import GeneTransform, GeneTransformConfig
 from rggan.errors import InputError
 from rggan.inference import (
-    GeneratedNoduleWriter,
     build_inputs,
     latent_for,
     load_background,
