@@ -1,4 +1,4 @@
-"""Diversity of generated nodules: mean pairwise MS-SSIM of images (MONAI) and Dice of masks.
+"""Diversity of generated nodules: mean pairwise MS-SSIM of images and Dice of masks, both from MONAI.
 
 Within one patient (pairs of latents: 1 = every latent gives the same nodule) and across patients (one
 generated nodule per patient, next to the same figure for the real nodules, which are one per patient).
@@ -44,7 +44,10 @@ def ms_ssim_metric(image_size: int, kernel_size: int = 11) -> tuple[Any, int]:
 
 
 def mask_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Dice of the masks ``a > 0`` and ``b > 0``, pair by pair (two empty masks: 1).
+    """Dice of the masks ``a > 0`` and ``b > 0``, pair by pair (``monai.metrics.compute_dice``).
+
+    Two empty masks count as identical (Dice 1, MONAI's ``ignore_empty=False``), not as NaN, so a
+    generator that makes no nodule for two latents scores "no diversity" rather than dropping the pair.
 
     Args:
         a, b: (N, 1, ...) masks (values > 0 are inside).
@@ -52,9 +55,10 @@ def mask_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Returns:
         float32 (N,) Dice per pair.
     """
-    a, b = (a > 0).flatten(1).float(), (b > 0).flatten(1).float()
-    den = a.sum(1) + b.sum(1)
-    return torch.where(den > 0, 2 * (a * b).sum(1) / den.clamp(min=1), torch.ones_like(den))
+    from monai.metrics import compute_dice
+
+    y_pred, y = (a > 0).float(), (b > 0).float()
+    return compute_dice(y_pred, y, include_background=True, ignore_empty=False).reshape(-1)
 
 
 def pairwise_diversity(images: torch.Tensor, masks: torch.Tensor, groups: Sequence[str]) -> dict[str, Any]:
