@@ -1,6 +1,6 @@
 """Held-out model selection: keep the generator with the best validation key metric.
 
-The MONAI/Ignite validation pattern: a validation handler (:class:`rggan.evaluation.EvaluationHandler`)
+The MONAI/Ignite validation pattern: a validation handler (:class:`rggan.handlers.EvaluationHandler`)
 writes its metrics into ``engine.state.metrics`` every few epochs; :class:`BestGeneratorSaver`, attached
 after it, gives that key metric to Ignite's ``Checkpoint`` as its ``score_function`` (``n_saved=1``,
 atomic ``UmaskDiskSaver``), so ``best_generator_epoch=<E>_<metric>=<score>.pt`` always holds the best
@@ -69,6 +69,7 @@ class BestGeneratorSaver:
         return value if math.isfinite(value) else -math.inf
 
     def attach(self, engine: Engine) -> None:
+        """Check every ``interval`` epochs; write ``model_path`` at ``COMPLETED`` (if set)."""
         if self.logger is None:
             self.logger = engine.logger
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
@@ -76,6 +77,7 @@ class BestGeneratorSaver:
             engine.add_event_handler(Events.COMPLETED, self.write_model)
 
     def __call__(self, engine: Engine) -> None:
+        """Save the generator if the key metric is a new best (raises KeyError if it was not computed)."""
         if self.key_metric not in engine.state.metrics:
             raise KeyError(
                 f"BestGeneratorSaver: no metric {self.key_metric!r} at epoch {engine.state.epoch}; attach the "

@@ -1,4 +1,4 @@
-"""Resumable training checkpoints: atomic periodic saving and finding the latest checkpoint.
+"""Resumable training checkpoints: atomic periodic saving, and the final model weights.
 
 MONAI's ``CheckpointSaver`` is not used for training checkpoints because it hard-codes
 ``DiskSaver(atomic=False)`` (a run killed while saving leaves a truncated file) and names its interval
@@ -6,14 +6,14 @@ and final files by different counters (epoch vs. iteration), so "the latest" can
 names.  :class:`CheckpointSaver` here is a thin layer over Ignite's ``Checkpoint`` + ``DiskSaver(atomic=True)``
 (temporary file, then ``os.replace``; files get the umask's mode: :class:`UmaskDiskSaver`) writing
 ``checkpoint_epoch=<E>_iteration=<I>.pt``;
-:func:`find_latest_checkpoint` returns the one with the highest iteration, for ``CheckpointLoader``.
+:func:`rggan.checkpoint.find_latest_checkpoint` (also importable from here and from ``rggan.handlers``)
+returns the one with the highest iteration, for ``CheckpointLoader``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,26 +22,10 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
+from rggan.checkpoint import CHECKPOINT_PATTERN, find_latest_checkpoint
 from rggan.io import file_mode
 
 __all__ = ["CheckpointSaver", "FinalModelSaver", "UmaskDiskSaver", "find_latest_checkpoint", "CHECKPOINT_PATTERN"]
-
-#: file names written by :class:`CheckpointSaver`
-CHECKPOINT_PATTERN = re.compile(r"^(?P<prefix>.+)_epoch=(?P<epoch>\d+)_iteration=(?P<iteration>\d+)\.pt$")
-
-
-def find_latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
-    """Path of the checkpoint with the highest iteration in ``ckpt_dir`` (None if there is none)."""
-    folder = Path(ckpt_dir)
-    if not folder.is_dir():
-        return None
-    best: tuple[int, str] | None = None
-    for path in folder.iterdir():
-        m = CHECKPOINT_PATTERN.match(path.name)
-        if m and m["prefix"] == prefix and path.is_file():
-            key = (int(m["iteration"]), str(path))
-            best = key if best is None or key > best else best
-    return None if best is None else best[1]
 
 
 class UmaskDiskSaver(DiskSaver):
@@ -51,6 +35,7 @@ class UmaskDiskSaver(DiskSaver):
     """
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        """Save as Ignite does, then give the file the umask's mode."""
         super().__call__(checkpoint, filename, metadata)
         path = Path(self.dirname) / filename
         if path.is_file():
@@ -116,6 +101,7 @@ class CheckpointSaver:
         return self.interval
 
     def attach(self, engine: Engine) -> None:
+        """Count resumed checkpoints at the first epoch, save every ``save_interval`` epochs and at ``COMPLETED``."""
         if self.logger is None:
             self.logger = engine.logger
         engine.add_event_handler(Events.EPOCH_STARTED, self._adopt_existing)
@@ -176,11 +162,13 @@ class FinalModelSaver:
         self.logger = logging.getLogger(name) if name else None
 
     def attach(self, engine: Engine) -> None:
+        """Save at ``COMPLETED``."""
         if self.logger is None:
             self.logger = engine.logger
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
+        """Write the weights (atomically) and log the path."""
         from rggan.export import save_generator_weights
 
         self.logger.info("saved model weights %s", save_generator_weights(self.model, self.path))

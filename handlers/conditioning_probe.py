@@ -3,7 +3,8 @@
 Every ``interval`` epochs, on the prepared training and validation patients (one fixed background
 patch and one fixed latent each, no gradients):
 
-* ``probe/gene_effect_hu``: mean |G(rna_j, z, base) - G(rna_i, z, base)| in HU over the pixels, where
+* ``probe/gene_effect_hu``: mean |G(rna_j, z, base) - G(rna_i, z, base)| in HU (the prepared dataset's
+  ``hu_range``, :func:`rggan.intensity.hu_range_of`) over the pixels, where
   patient i's genes are swapped for another patient j's (z and background fixed): how much the output
   depends on the genes. ``probe/z_effect_hu``: the same for a second latent instead of other genes.
   ``probe/gene_effect_nodule_hu``: the gene effect inside the generated nodule (mask > 0) only.
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
+
+from rggan.intensity import hu_range_of
 
 __all__ = ["ConditioningProbe"]
 
@@ -70,10 +73,13 @@ class ConditioningProbe:
         self.summary_writer, self.seed, self.tag = summary_writer, int(seed), tag
         self.history: list[tuple[int, dict[str, float]]] = []
         self._data: dict[str, dict[str, torch.Tensor]] | None = None
+        self.hu_per_unit = 750.0  # HU per unit of the networks' [-1, 1] scale; set from the dataset when loaded
 
     def _load(self) -> dict[str, dict[str, torch.Tensor]]:
         from rggan.data.dataset import load_datalist
 
+        lo, hi = hu_range_of(self.dataset_dir)  # read with the data: the folder may be prepared after __init__
+        self.hu_per_unit = (hi - lo) / 2.0
         out = {}
         for split in ("training", "validation"):
             items = load_datalist(self.dataset_dir, split, required=False)
@@ -88,6 +94,7 @@ class ConditioningProbe:
         return out
 
     def attach(self, engine: Engine) -> None:
+        """Measure every ``interval`` epochs."""
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     @torch.no_grad()
@@ -112,11 +119,11 @@ class ConditioningProbe:
                     ref = g(b["rna"], z, b["base"])
                     swap = g(b["rna"][other], z, b["base"])
                     noise = g(b["rna"], z2, b["base"])
-                    diff = (swap.image - ref.image).abs() * 750.0
+                    diff = (swap.image - ref.image).abs() * self.hu_per_unit
                     inside = (ref.mask > 0).float()
                     result["gene_effect_hu"] = float(diff.mean())
                     result["gene_effect_nodule_hu"] = float((diff * inside).sum() / inside.sum().clamp(min=1))
-                    result["z_effect_hu"] = float(((noise.image - ref.image).abs() * 750.0).mean())
+                    result["z_effect_hu"] = float(((noise.image - ref.image).abs() * self.hu_per_unit).mean())
                 cond = b["rna"] if self.condition == "rna" else self.encoder(b["rna"])
                 real = d(b["image"], b["mask"], cond)
                 wrong = d(b["image"], b["mask"], cond[other])
@@ -128,6 +135,7 @@ class ConditioningProbe:
         return result
 
     def __call__(self, engine: Engine) -> dict[str, float]:
+        """Measure, record, log and (with a writer) add to TensorBoard; returns the measurement."""
         result = self.measure()
         epoch = int(engine.state.epoch)
         self.history.append((epoch, result))

@@ -19,8 +19,8 @@ class ForeachEMAHandler(EMAHandler):
     optimisers use), instead of ignite's ``mul_`` then ``add_`` per tensor: the same arithmetic up to float
     rounding, at about half the memory traffic (measured 124 ms instead of 232 ms of CPU per step for the
     paper-size generator, ``docs/performance.md``). Buffers get ignite's values, but copied rather than shared
-(ignite's ``ema_b.data = model_b.data`` makes the EMA's BatchNorm statistics follow the live network between
-updates, including a diverged step's).
+    (ignite's ``ema_b.data = model_b.data`` makes the EMA's BatchNorm statistics follow the live network between
+    updates, including a diverged step's).
     Constructor arguments, ``attach`` and ``ema_model`` are ignite's, plus ``output_transform``.
 
     No update is made from a step whose loss is not finite:

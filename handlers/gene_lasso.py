@@ -37,6 +37,7 @@ class GeneGroupLasso:
         self.tau = float(tau)
 
     def attach(self, engine: Engine) -> None:
+        """One proximal step after every iteration."""
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     @torch.no_grad()
@@ -49,6 +50,7 @@ class GeneGroupLasso:
         w.mul_((1 - self.tau / norms.clamp(min=1e-12)).clamp(min=0))
 
     def __call__(self, engine: Engine) -> None:
+        """:meth:`step`."""
         self.step()
 
     def active_genes(self) -> int:

@@ -98,6 +98,7 @@ class SampleSaver:
         }
 
     def attach(self, engine: Engine) -> None:
+        """Fix the samples now; save a grid every ``interval`` epochs and at ``COMPLETED``."""
         if self.logger is None:
             self.logger = engine.logger
         self._batch = self._fixed_batch()
@@ -106,6 +107,7 @@ class SampleSaver:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
+        """Save the grid of the current epoch (once per epoch)."""
         epoch = engine.state.epoch
         if epoch == self._last_epoch:
             return

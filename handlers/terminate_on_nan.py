@@ -57,6 +57,7 @@ class TerminateOnNan(_IgniteTerminateOnNan):
         self._since: int | None = None  # first iteration since the last check
 
     def attach(self, engine: Engine) -> None:
+        """Check after every iteration."""
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def _due(self, engine: Engine) -> bool:
@@ -64,6 +65,7 @@ class TerminateOnNan(_IgniteTerminateOnNan):
         return it % self.interval == 0 or (length is not None and it % length == 0)
 
     def __call__(self, engine: Engine) -> None:
+        """Record this iteration's finiteness; on a due check, terminate if any loss was non-finite."""
         values = self._output_transform(engine.state.output)
         items = list(
             values.items()

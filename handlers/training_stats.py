@@ -39,6 +39,7 @@ class TrainingStats:
         self._n = self._nd = 0
 
     def attach(self, engine: Engine) -> None:
+        """Time every iteration and data wait; write the metrics at ``EPOCH_COMPLETED``."""
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.GET_BATCH_STARTED, self._data_started)
         engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._data_completed)
@@ -83,4 +84,5 @@ class EpochCompleteFilter(logging.Filter):
         return not (record.levelno == logging.INFO and self.PATTERN.match(str(record.msg)))
 
     def attach(self, engine: Engine) -> None:
+        """Filter the engine's logger."""
         engine.logger.addFilter(self)

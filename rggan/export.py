@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import io
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from rggan.errors import DependencyError
 from rggan.io import atomic_write
+from rggan.staging import staged_output
 
 __all__ = ["GeneratorForExport", "ONNX_PACKAGES", "require_onnx_packages", "save_generator_weights", "export_onnx",
            "export_generator"]
@@ -115,7 +115,12 @@ def export_generator(generator: nn.Module, output_dir: str | os.PathLike, onnx: 
     """Write ``model.pt`` (and ``model.onnx``) into ``output_dir``, all or nothing.
 
     Both files are made in a staging folder beside ``output_dir`` and moved in only when every export
-    succeeded, so a failed ONNX export leaves no half-written output folder.
+    succeeded (:func:`rggan.staging.staged_output`), so a failed ONNX export leaves no half-written output folder.
+
+    Args:
+        generator: the network (e.g. a checkpoint's EMA generator).
+        output_dir: destination folder.
+        onnx: also export ``model.onnx``.
 
     Returns:
         The paths written, in ``output_dir``.
@@ -123,18 +128,11 @@ def export_generator(generator: nn.Module, output_dir: str | os.PathLike, onnx: 
     Raises:
         DependencyError: an ONNX package is missing (checked before anything is written).
     """
-    from rggan.inference import commit_staging, make_staging
-
     if onnx:
         require_onnx_packages()
     output_dir = Path(output_dir)
-    staging = make_staging(output_dir)
-    try:
+    with staged_output(output_dir) as staging:
         names = [save_generator_weights(generator, staging / "model.pt").name]
         if onnx:
             names.append(export_onnx(generator, staging / "model.onnx").name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    commit_staging(staging, output_dir)
     return [output_dir / name for name in names]

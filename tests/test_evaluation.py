@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from rggan.diversity import mask_dice
 from rggan.evaluation import format_metrics, ms_ssim_metric, pairwise_diversity
 from rggan.features import FEATURE_NAMES
 from tests.test_inference import GENES, leftovers, make_setup, workflow
@@ -77,8 +78,8 @@ def test_format_metrics_handles_nan():
 
 def test_evaluation_handler_logs_every_interval(tmp_path):
     from ignite.engine import Engine
+    from rggan.handlers import EvaluationHandler
 
-    from rggan.evaluation import EvaluationHandler
     from rggan.inference import load_generator
 
     setup = make_setup(tmp_path)
@@ -100,3 +101,46 @@ def test_evaluation_handler_logs_every_interval(tmp_path):
     assert [epoch for epoch, _ in handler.history] == [2, 4]
     assert ("eval/background_l1_hu", 2) in writer.calls
     assert g.training  # the network's mode is restored
+
+
+def _hand_written_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The Dice rggan.evaluation computed by hand before it used monai.metrics.compute_dice."""
+    a, b = (a > 0).flatten(1).float(), (b > 0).flatten(1).float()
+    den = a.sum(1) + b.sum(1)
+    return torch.where(den > 0, 2 * (a * b).sum(1) / den.clamp(min=1), torch.ones_like(den))
+
+
+def test_mask_dice_is_the_former_hand_written_dice():
+    """monai.metrics.compute_dice (ignore_empty=False) gives bit-identical Dice on random masks of any density.
+
+    Empty masks keep today's behaviour: two empty masks are identical (Dice 1, not MONAI's default NaN),
+    an empty and a non-empty mask have Dice 0, in either order.
+    """
+    gen = torch.Generator().manual_seed(0)
+    n = 200
+    density = torch.rand(n, 1, 1, 1, generator=gen)  # from almost empty to almost full
+    a = torch.where(torch.rand(n, 1, 24, 24, generator=gen) < density, 1.0, -1.0)
+    b = torch.where(torch.rand(n, 1, 24, 24, generator=gen) < density.flip(0), 1.0, -1.0)
+    a[0], b[0] = -1, -1  # both empty
+    a[1], b[2] = -1, -1  # one empty
+    b[3] = a[3]  # identical
+    dice = mask_dice(a, b)
+    assert dice.dtype == torch.float32 and dice.shape == (n,)
+    assert torch.equal(dice, _hand_written_dice(a, b))
+    assert torch.equal(mask_dice(b, a), dice)  # symmetric
+    assert dice[:4].tolist() == [1.0, 0.0, 0.0, 1.0]
+    # soft masks in [-1, 1] (the generator's mask channel): only the sign matters
+    soft = torch.rand(n, 1, 24, 24, generator=gen) * 2 - 1
+    assert torch.equal(mask_dice(soft, a), _hand_written_dice(soft, a))
+
+
+def test_old_evaluation_names_still_importable():
+    import rggan.handlers
+
+    import rggan.evaluation as ev
+
+    for name in ev.__all__ + ["_dice", "_w1", "_jsonable", "_MS_SSIM_WEIGHTS", "logger"]:
+        assert getattr(ev, name) is not None, name
+    assert ev.EvaluationHandler is rggan.handlers.EvaluationHandler  # the old path, resolved lazily
+    with pytest.raises(AttributeError):
+        ev.no_such_name  # noqa: B018

@@ -295,3 +295,29 @@ def test_best_generator_saver_needs_its_metric(tmp_path):
     saver.attach(engine)
     with pytest.raises(KeyError, match="eval_key_metric"):
         engine.run([0], max_epochs=1)
+
+
+def test_conditioning_probe_reports_hu_in_the_prepared_window(tmp_path):
+    """The probe's HU effects use the prepared dataset's hu_range (750 HU per unit for the default window)."""
+    import json
+
+    from rggan.handlers import ConditioningProbe
+
+    from rggan.networks import RGDiscriminator, RGGenerator, init_weights
+    from tests._prepared import make_prepared
+
+    torch.manual_seed(0)
+    g = RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32).apply(init_weights)
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32, condition_dim=12).apply(init_weights)
+    folder = make_prepared(tmp_path / "prepared", n_train=3, n_val=2, image_size=32, num_genes=12)
+    default = ConditioningProbe(g, d, str(folder), seed=1)
+    base = default.measure()
+    assert default.hu_per_unit == 750.0
+    info = json.loads((folder / "datalist.json").read_text())
+    (folder / "datalist.json").write_text(json.dumps({**info, "hu_range": [-1200.0, 600.0]}))
+    wide = ConditioningProbe(g, d, str(folder), seed=1)
+    result = wide.measure()
+    assert wide.hu_per_unit == 900.0
+    for key in ("gene_effect_hu", "z_effect_hu", "gene_effect_nodule_hu"):
+        assert result[key] == pytest.approx(base[key] * 900.0 / 750.0, rel=1e-5)
+    assert result["isc_gap_train"] == base["isc_gap_train"]  # logits do not depend on the window

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from rggan.handlers import GeneratedNoduleWriter
 
 from rggan.data.rna import GeneTransform, GeneTransformConfig
 from rggan.errors import InputError
 from rggan.inference import (
-    GeneratedNoduleWriter,
     build_inputs,
     latent_for,
     load_background,
@@ -278,3 +278,59 @@ def test_base_index_cycle_and_splits(setup):
         build_inputs(setup["prepared"], split="test", **sizes)
     with pytest.raises(InputError, match="--backgrounds needs --rna_file"):
         build_inputs(setup["prepared"], backgrounds=["x.nii.gz"], **sizes)
+
+
+def test_old_inference_names_still_importable():
+    """Every name rggan.inference had before its split, and the writer's old path (resolved lazily)."""
+    import rggan.handlers
+
+    import rggan.inference as inf
+
+    old = inf.__all__ + ["_dataset_sizes", "_prepared_items", "_check_prepared", "_load_npy", "_to_uint8",
+                         "_safe_name", "INDEX_NAME", "logger"]  # fmt: skip
+    for name in old:
+        assert getattr(inf, name) is not None, name
+    assert inf.GeneratedNoduleWriter is rggan.handlers.GeneratedNoduleWriter
+    from rggan.inference import GeneratedNoduleWriter as old_path
+
+    assert old_path is GeneratedNoduleWriter
+    import rggan.handlers.checkpoint as hc
+
+    from rggan import checkpoint
+
+    assert rggan.handlers.find_latest_checkpoint is checkpoint.find_latest_checkpoint
+    assert hc.find_latest_checkpoint is checkpoint.find_latest_checkpoint
+    assert hc.CHECKPOINT_PATTERN is checkpoint.CHECKPOINT_PATTERN
+
+
+def test_core_never_imports_the_handlers():
+    """Importing any core module loads no rggan.handlers module (the handlers import the core, not back)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pkgutil, importlib, rggan\n"
+        "for m in pkgutil.walk_packages(rggan.__path__, 'rggan.'):\n"
+        "    if not m.name.startswith(('rggan.handlers', 'rggan.bundle')):\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('rggan.handlers'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+
+
+def test_staged_output_commits_or_leaves_nothing(tmp_path):
+    from rggan.staging import staged_output
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        with staged_output(out) as staging:
+            (staging / "a.txt").write_text("a")
+            raise RuntimeError("boom")
+    assert not out.exists() and not leftovers(tmp_path)
+    with staged_output(out) as staging:
+        (staging / "a.txt").write_text("a")
+    assert (out / "a.txt").read_text() == "a" and not leftovers(tmp_path)
+    with staged_output(out) as staging:  # into an existing folder: files added or replaced, others kept
+        (staging / "b.txt").write_text("b")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"] and not leftovers(tmp_path)
