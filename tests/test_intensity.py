@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rggan.features import nodule_features
-from rggan.inference import GeneratedNoduleWriter
+from rggan.handlers import GeneratedNoduleWriter
 from rggan.intensity import DEFAULT_HU_RANGE, hu_range_of, hu_to_unit, unit_to_hu
 
 
