@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-#: the paper's defaults (spec §3-§6; seed README flags)
+#: the paper's sizes and batch (docs/spec.md, section "Model"; the defaults of ``rggan train``)
 PAPER = {
     "batch_size": 16,
     "image_size": 128,

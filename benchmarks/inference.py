@@ -71,7 +71,8 @@ def time_calls(fn, iters: int, warmup: int = 1) -> list[float]:
     return out
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--genes", type=int, default=PAPER["num_genes"])
     p.add_argument("--batch", type=int, default=64)
@@ -85,22 +86,25 @@ def main() -> None:
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the generator")
     p.add_argument("--out", default=None)
-    args = p.parse_args()
+    return p
 
-    info = machine_info()
-    print(f"machine: {info}", file=sys.stderr)
-    g = build_generator(args.genes, args.channels_last)
+
+def _row(results: dict, rows: list, name: str, label: str, batch: int, t: list[float]) -> None:
+    """Record the timings ``t`` of one batch-of-``batch`` call as ``results[name]`` and a table row."""
+    results[name] = {"batch_s": t, "median_s": median(t), "nodules_per_s": batch / median(t)}
+    rows.append([label, batch, median(t), batch / median(t), len(t)])
+
+
+def time_forwards(args: argparse.Namespace, g: torch.nn.Module, reqs: list[dict], results: dict, rows: list) -> None:
+    """The G-forward rows: one batch under ``inference_mode`` and under ``no_grad``."""
+    from rggan.inference import collate_inputs
+
     g_run = torch.compile(g) if args.compile else g
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
-    reqs = requests(max(args.batch, args.map_patients), args.genes)
-    from rggan.inference import collate_inputs, generate
-
     b = collate_inputs(reqs[: args.batch])
     rna, z, base = b["rna"], b["z"], b["base"]
     if args.channels_last:
         base = base.contiguous(memory_format=torch.channels_last)
-    results: dict = {}
-    rows = []
 
     def fwd_inference():
         with torch.inference_mode(), amp():
@@ -111,57 +115,57 @@ def main() -> None:
             return g_run(rna, z, base).image.sum()
 
     for name, fn in (("G forward, inference_mode", fwd_inference), ("G forward, no_grad", fwd_no_grad)):
-        t = time_calls(fn, args.iters)
-        results[name] = {"batch_s": t, "median_s": median(t), "nodules_per_s": args.batch / median(t)}
-        rows.append([name, args.batch, median(t), args.batch / median(t), len(t)])
-        print(f"{name}: {args.batch / median(t):.2f} nodules/s", file=sys.stderr)
+        _row(results, rows, name, name, args.batch, time_calls(fn, args.iters))
+        print(f"{name}: {results[name]['nodules_per_s']:.2f} nodules/s", file=sys.stderr)
 
+
+def time_map(args: argparse.Namespace, g: torch.nn.Module, reqs: list[dict], results: dict, rows: list) -> None:
+    """The radiogenomic-map rows: ``--map-measure-genes`` genes measured, ``--map-genes`` extrapolated."""
+    from rggan.radiogenomic_map import synthesis_map
+
+    n_genes = args.map_measure_genes or args.map_genes
+    gene_names = [f"GENE{i}" for i in range(args.genes)]
+    map_reqs = reqs[: args.map_patients]
+    synthesis_map(g, map_reqs[:2], gene_names, genes=gene_names[:1], batch_size=args.map_batch)  # warm-up
+    t0 = time.perf_counter()
+    synthesis_map(g, map_reqs, gene_names, genes=gene_names[:n_genes], batch_size=args.map_batch)
+    measured = time.perf_counter() - t0
+    full = measured * args.map_genes / n_genes
+    gens = 2 * n_genes * args.map_patients
+    extrapolated = n_genes != args.map_genes
+    results["radiogenomic_map"] = {
+        "genes_measured": n_genes,
+        "patients": args.map_patients,
+        "generations_measured": gens,
+        "measured_s": measured,
+        "full_genes": args.map_genes,
+        "full_s_extrapolated": full,
+        "generations_per_s": gens / measured,
+        "extrapolated": extrapolated,
+    }
+    what = f"synthesis_map {{}} genes x {args.map_patients} patients"
+    rows.append([what.format(n_genes) + " (measured)", args.map_batch, measured, gens / measured, 1])
+    label = what.format(args.map_genes) + (" (extrapolated)" if extrapolated else "")
+    rows.append([label, args.map_batch, full, gens / measured, None])
+
+
+def main() -> None:
+    """Run the benchmark and print (and with ``--out`` write) its results."""
+    args = build_parser().parse_args()
+    info = machine_info()
+    print(f"machine: {info}", file=sys.stderr)
+    g = build_generator(args.genes, args.channels_last)
+    reqs = requests(max(args.batch, args.map_patients), args.genes)
+    from rggan.inference import generate
+
+    results: dict = {}
+    rows: list = []
+    time_forwards(args, g, reqs, results, rows)
     reqs_gen = reqs[: args.batch]
     t = time_calls(lambda: generate(g, reqs_gen, batch_size=args.batch), args.iters)
-    results["rggan.inference.generate"] = {"batch_s": t, "median_s": median(t), "nodules_per_s": args.batch / median(t)}
-    rows.append(["rggan.inference.generate (no_grad)", args.batch, median(t), args.batch / median(t), len(t)])
-
+    _row(results, rows, "rggan.inference.generate", "rggan.inference.generate (no_grad)", args.batch, t)
     if not args.skip_map:
-        from rggan.radiogenomic_map import synthesis_map
-
-        n_genes = args.map_measure_genes or args.map_genes
-        gene_names = [f"GENE{i}" for i in range(args.genes)]
-        map_reqs = reqs[: args.map_patients]
-        synthesis_map(g, map_reqs[:2], gene_names, genes=gene_names[:1], batch_size=args.map_batch)  # warm-up
-        t0 = time.perf_counter()
-        synthesis_map(g, map_reqs, gene_names, genes=gene_names[:n_genes], batch_size=args.map_batch)
-        measured = time.perf_counter() - t0
-        full = measured * args.map_genes / n_genes
-        gens = 2 * n_genes * args.map_patients
-        results["radiogenomic_map"] = {
-            "genes_measured": n_genes,
-            "patients": args.map_patients,
-            "generations_measured": gens,
-            "measured_s": measured,
-            "full_genes": args.map_genes,
-            "full_s_extrapolated": full,
-            "generations_per_s": gens / measured,
-            "extrapolated": n_genes != args.map_genes,
-        }
-        rows.append(
-            [
-                f"synthesis_map {n_genes} genes x {args.map_patients} patients (measured)",
-                args.map_batch,
-                measured,
-                gens / measured,
-                1,
-            ]
-        )
-        rows.append(
-            [
-                f"synthesis_map {args.map_genes} genes x {args.map_patients} patients"
-                + (" (extrapolated)" if n_genes != args.map_genes else ""),
-                args.map_batch,
-                full,
-                gens / measured,
-                None,
-            ]
-        )
+        time_map(args, g, reqs, results, rows)
 
     rss = peak_rss_mib()
     print_table(rows, ["what", "batch", "wall (s)", "nodules/s", "n"])

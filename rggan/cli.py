@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="also write the result as JSON to this file")
     p.set_defaults(func=_cmd_map_agreement)
 
-    sub.add_parser("train", help="train with the seed README's flags (runs the MONAI bundle); see `rggan train -h`")
+    sub.add_parser(
+        "train", help="train with the original research code's flags (runs the MONAI bundle); see `rggan train -h`"
+    )
     return parser
 
 

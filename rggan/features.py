@@ -39,6 +39,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.networks.layers import separable_filtering
+from monai.networks.layers.convutils import gaussian_1d
 from torch import Tensor
 
 from rggan.intensity import DEFAULT_HU_RANGE, unit_to_hu
@@ -103,16 +105,29 @@ def _spacing(spacing: Tensor | Sequence | None, b: int, device: torch.device) ->
     return sp.to(device)
 
 
+def _smooth_radius(sigma: float) -> int:
+    """Half-width (pixels) of the smoothing kernel: ``ceil(3 sigma)``, at least 1."""
+    return max(1, int(math.ceil(3 * sigma)))
+
+
 def _gaussian_smooth(m: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (B, H, W) with zero padding."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=m.dtype, device=m.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = m[:, None]
-    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
-    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
-    return x[:, 0]
+    """Separable Gaussian blur of (B, H, W) with zero padding (same size out).
+
+    The kernel is MONAI's sampled Gaussian (``gaussian_1d(approx="sampled", normalize=True)``) truncated at
+    :func:`_smooth_radius` pixels, applied by MONAI's ``separable_filtering``: the building blocks of
+    ``monai.networks.layers.GaussianFilter``, which would not normalise the sampled kernel to sum 1.
+
+    Args:
+        m: (B, H, W) field.
+        sigma: standard deviation in pixels (> 0).
+
+    Returns:
+        The blurred (B, H, W) field, in ``m``'s dtype.
+    """
+    radius = _smooth_radius(sigma)
+    # MONAI's tail is int(sigma * truncated + 0.5): exactly ``radius`` pixels
+    kernel = gaussian_1d(torch.tensor(sigma), truncated=radius / sigma, approx="sampled", normalize=True)
+    return separable_filtering(m[:, None], kernel)[:, 0]
 
 
 def contour_length(field: Tensor, spacing: Tensor, level: float = 0.5) -> Tensor:
@@ -237,7 +252,7 @@ def nodule_features(
 
     padded = F.pad(inside, (1, 1, 1, 1))
     if smooth_sigma and smooth_sigma > 0:
-        pad = max(1, int(math.ceil(3 * smooth_sigma)))
+        pad = _smooth_radius(smooth_sigma)
         padded = _gaussian_smooth(F.pad(inside, (pad, pad, pad, pad)), float(smooth_sigma))
     perimeter = contour_length(padded, sp, 0.5)
     safe_p = torch.where(perimeter > 0, perimeter, torch.ones_like(perimeter))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_HU_RANGE", "hu_range_of", "hu_to_unit", "unit_to_hu"]
+__all__ = ["DEFAULT_HU_RANGE", "hu_per_unit", "hu_range_of", "hu_to_unit", "unit_to_hu"]
 
 #: the prepare step's default HU window (``PrepareConfig.hu_min``, ``hu_max``)
 DEFAULT_HU_RANGE: tuple[float, float] = (-1000.0, 500.0)
@@ -46,7 +46,19 @@ def hu_to_unit(hu: np.ndarray, hu_range: Sequence[float] = DEFAULT_HU_RANGE) -> 
     return ((np.clip(hu, lo, hi) - lo) / (hi - lo) * 2.0 - 1.0).astype(np.float32)
 
 
+def hu_per_unit(hu_range: Sequence[float] = DEFAULT_HU_RANGE) -> float:
+    """HU per unit of the networks' [-1, 1] scale (750 for the default window): converts intensity differences.
+
+    Args:
+        hu_range: the window (lo, hi) the images were normalised with.
+
+    Returns:
+        ``(hi - lo) / 2``.
+    """
+    lo, hi = (float(v) for v in hu_range)
+    return (hi - lo) / 2.0
+
+
 def unit_to_hu(x: Any, hu_range: Sequence[float] = DEFAULT_HU_RANGE) -> Any:
     """Inverse of :func:`hu_to_unit` within the window; numpy arrays and torch tensors keep their type."""
-    lo, hi = (float(v) for v in hu_range)
-    return (x + 1.0) * ((hi - lo) / 2.0) + lo
+    return (x + 1.0) * hu_per_unit(hu_range) + float(hu_range[0])

@@ -1,4 +1,4 @@
-"""RG-GAN least-squares losses (spec §5).
+"""RG-GAN least-squares losses (docs/spec.md, section "Losses").
 
 Discriminator targets (every pair is its own D call, so BatchNorm statistics are per pair as the
 paper trains; ``e`` is the generator's embedding of the *current* sample, always detached here):
@@ -58,7 +58,7 @@ __all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask", "soft_irregu
 DNet = Callable[[Tensor, Tensor, Tensor], DiscriminatorOutput]
 
 _HEADS = ("isc", "i", "is")
-# pair name -> targets (isc, i, is) of spec §5
+# pair name -> targets (isc, i, is), the table above
 _D_TARGETS = {
     "real": (1.0, 1.0, 1.0),
     "wrong": (0.0, 1.0, 1.0),
@@ -141,7 +141,7 @@ class DiscriminatorLoss:
     """Least-squares discriminator loss over the four pairs × three heads (12 terms).
 
     Args:
-        c_isc, c_i, c_is: coefficients of the ISC, I and IS heads (spec defaults 10, 8, 1).
+        c_isc, c_i, c_is: coefficients of the ISC, I and IS heads (the paper's 10, 8, 1).
         condition: what D's ISC head sees: ``"embedding"`` (G's embedding ``e``, detached; the paper)
             or ``"rna"`` (the expression vector passed as ``rna``).
 

@@ -1,6 +1,6 @@
-"""``rggan train``: the seed README's training flags, mapped onto MONAI bundle overrides.
+"""``rggan train``: the training flags of the original research code, mapped onto MONAI bundle overrides.
 
-Every flag of the seed's table keeps its name, default and meaning; the run itself is
+Every flag of that code keeps its name, default and meaning (:data:`FLAG_TO_CONFIG` lists them); the run itself is
 ``monai.bundle.run`` on ``bundle/configs/train.yaml`` (plus any ``--config`` overlays), so
 ``rggan train --ep 2`` and ``python -m monai.bundle run training --config_file bundle/configs/train.yaml --epochs 2``
 are the same training.
@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["FLAG_TO_CONFIG", "build_parser", "bundle_dir", "overrides_from_args", "main"]
 
-# seed flag -> (bundle config id, type, default, help). Defaults are the seed README's.
+# original flag -> (bundle config id, type, default, help). Defaults are the original code's.
 FLAG_TO_CONFIG: dict[str, tuple[str, type, Any, str]] = {
     "ep": ("epochs", int, 500, "Number of training epochs."),
     "bs": ("batch_size", int, 16, "Batch size."),
@@ -62,7 +62,7 @@ def bundle_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``rggan train`` (the seed README's flag table plus a few extras)."""
+    """The parser of ``rggan train`` (the original code's flags plus a few extras)."""
     p = argparse.ArgumentParser(prog="rggan train", description="Train the Radiogenomic GAN (MONAI bundle).")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--device", default=None, help="e.g. 'cuda:0' or 'cpu' (default: cuda:0 if available)")

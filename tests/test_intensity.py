@@ -10,7 +10,7 @@ import torch
 
 from rggan.features import nodule_features
 from rggan.handlers import GeneratedNoduleWriter
-from rggan.intensity import DEFAULT_HU_RANGE, hu_range_of, hu_to_unit, unit_to_hu
+from rggan.intensity import DEFAULT_HU_RANGE, hu_per_unit, hu_range_of, hu_to_unit, unit_to_hu
 
 
 def test_prepared_demo_records_its_window_and_round_trips(prepared_demo):
@@ -51,3 +51,11 @@ def test_no_other_module_writes_the_window():
         if p.name != "intensity.py" and any(s in p.read_text() for s in ("750.0", "HU_MIN", "hu_max: float = 500"))
     ]  # fmt: skip
     assert offenders == []
+
+
+def test_hu_per_unit_is_the_slope_of_unit_to_hu():
+    """Intensity differences on the [-1, 1] scale convert to HU by :func:`hu_per_unit` (750 by default)."""
+    assert hu_per_unit() == 750.0 and hu_per_unit((-1200.0, 600.0)) == 900.0
+    x = np.array([-0.3, 0.1, 0.8])
+    for window in (DEFAULT_HU_RANGE, (-1200.0, 600.0)):
+        np.testing.assert_allclose(np.diff(unit_to_hu(x, window)), np.diff(x) * hu_per_unit(window), rtol=1e-12)

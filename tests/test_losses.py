@@ -13,7 +13,7 @@ from rggan.networks import DiscriminatorOutput, GeneratorOutput, RGDiscriminator
 
 GENES, E, L, S = 12, 16, 5, 32
 PAIRS = ("real", "wrong", "wrongmask", "fake")
-# spec §5 targets (isc, i, is) per D pair
+# the paper's targets (isc, i, is) per D pair (docs/spec.md, section "Losses")
 TARGETS = {"real": (1, 1, 1), "wrong": (0, 1, 1), "wrongmask": (0, 1, 0), "fake": (0, 0, 0)}
 COEF = {"isc": 10.0, "i": 8.0, "is": 1.0}
 
@@ -315,7 +315,7 @@ OVERFIT_STEPS = 400
 def _overfit(
     data: dict[str, torch.Tensor], seed: int = 0, steps: int = OVERFIT_STEPS, erosion: int = 5
 ) -> dict[str, float]:
-    """Train G + D with the spec's losses on ``data`` (fixed z and base per sample); return the measurements.
+    """Train G + D with the paper's losses on ``data`` (fixed z and base per sample); return the measurements.
 
     ``bg_fixed_*`` is the background-reconstruction term, ``c_bg * mean|x̂·M - base·M|``, evaluated every step
     on one fixed region M = the real mask's background eroded by 5 px, so that steps compare;
@@ -376,7 +376,7 @@ def _overfit(
 @pytest.mark.slow
 @pytest.mark.parametrize("erosion", [5, 0], ids=["erosion5", "no_erosion"])
 def test_gan_overfits_eight_demo_samples(demo_samples, erosion):
-    """G + D with the spec's losses (c_isc 10, c_i 8, c_is 1, c_bg 100) on 8 fixed demo samples.
+    """G + D with the paper's losses (c_isc 10, c_i 8, c_is 1, c_bg 100) on 8 fixed demo samples.
 
     Both background-loss variants: erosion 5 (the default, as the research code) and none (the MONAI
     prototype). The first eight prepared demo samples (:func:`demo_samples`), pooled to 32²; fixed z and

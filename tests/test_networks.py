@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -339,3 +341,72 @@ def test_parameter_table_matches_real_modules():
     assert table["discriminator"] == sum(p.numel() for p in d.parameters())
     with pytest.raises(ValueError, match="power of two"):
         parameter_table(image_size=96)
+
+
+def _hand_written_dcgan_init(module: nn.Module) -> None:
+    """The DCGAN init this package wrote by hand before it used MONAI's ``normal_init`` (the reference)."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (_NormBase, nn.GroupNorm, nn.LayerNorm)):
+        if getattr(module, "weight", None) is not None:
+            nn.init.normal_(module.weight, 1.0, 0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+
+_NETS = {
+    "G": lambda: RGGenerator(GENES, embed_dim=16, latent_size=5, g_n_feat=4, image_size=32),
+    "G texture film": lambda: RGGenerator(
+        GENES, embed_dim=16, latent_size=5, g_n_feat=4, image_size=64, texture_noise=True, film=True
+    ),
+    "D": lambda: RGDiscriminator(embed_dim=16, d_n_feat=4, image_size=32),
+    "D k4 condition projection": lambda: RGDiscriminator(
+        embed_dim=16, d_n_feat=4, image_size=32, kernel_size=4, condition_dim=GENES, isc_head="projection"
+    ),
+}
+
+
+@pytest.mark.parametrize("net", list(_NETS))
+def test_init_weights_is_monai_normal_init_draw_for_draw(net):
+    """Same seed, same weights, bit for bit: ``init_weights``, MONAI's ``normal_init(std=0.02)`` and the old rule.
+
+    The modules are visited in the same order (``nn.Module.apply``) and each draws the same normal samples,
+    so the draw order is identical and so is every tensor (parameters and buffers).
+    """
+    from functools import partial
+
+    from monai.networks.utils import normal_init
+
+    states = []
+    for init in (init_weights, partial(normal_init, std=0.02), _hand_written_dcgan_init):
+        torch.manual_seed(11)
+        module = _NETS[net]()
+        torch.manual_seed(12)
+        states.append(module.apply(init).state_dict())
+    for other in states[1:]:
+        assert states[0].keys() == other.keys()
+        for k, v in states[0].items():
+            assert torch.equal(v, other[k]), k
+
+
+def test_init_weights_covers_what_normal_init_skips():
+    """Layer, group and instance norm (which MONAI's ``normal_init`` leaves alone) and a BatchNorm without
+    affine parameters (on which it would fail) get the old rule."""
+    mods = [nn.LayerNorm(64), nn.GroupNorm(2, 64), nn.InstanceNorm2d(64, affine=True), nn.BatchNorm2d(64, affine=False)]
+
+    class Renamed(nn.Conv2d):  # a subclass whose name normal_init does not recognise
+        pass
+
+    mods.append(Renamed(2, 64, 3))
+    for m in mods:
+        ref = copy.deepcopy(m)
+        torch.manual_seed(5)
+        m.apply(init_weights)
+        torch.manual_seed(5)
+        ref.apply(_hand_written_dcgan_init)
+        for (k, v), (_, w) in zip(m.state_dict().items(), ref.state_dict().items()):
+            assert torch.equal(v, w), (type(m).__name__, k)

@@ -1,4 +1,4 @@
-"""`rggan train`: the seed README's flag table, mapped onto the bundle, reaches the trainer."""
+"""`rggan train`: the original research code's training flags, mapped onto the bundle, reach the trainer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rggan.system import available_cpus, default_num_workers
 from rggan.train_cli import FLAG_TO_CONFIG, build_parser, bundle_dir, overrides_from_args
 from tests._prepared import make_prepared
 
-# The seed README's "Training arguments" table: flag -> default (the contract users know).
+# The original research code's training flags: flag -> default (the contract users know).
 SEED_TABLE = {
     "device": "cuda:0", "ep": 500, "bs": 16, "seed": 12345, "input": "./data", "output": "./ModelOut",
     "save_interval": 50, "g_lr": 0.0001, "d_lr": 0.0001, "g_n_feat": 32, "d_n_feat": 64, "embed_dim": 128,

@@ -1,4 +1,4 @@
-"""RG-GAN discriminator (spec §4): three least-squares heads I, IS and ISC.
+"""RG-GAN discriminator (docs/spec.md, section "Model"): three least-squares heads I, IS and ISC.
 
 With D = ``d_n_feat``, E = ``embed_dim``, S = ``image_size``, k = S/16::
 

@@ -1,4 +1,4 @@
-"""RG-GAN generator (spec §3): gene encoder + MC-GAN synthesis blocks + alpha compositing.
+"""RG-GAN generator (docs/spec.md, section "Model"): gene encoder + MC-GAN synthesis blocks + alpha compositing.
 
 Shapes below use B = batch, G = genes, E = ``embed_dim``, L = ``latent_size``, g = ``g_n_feat``,
 S = ``image_size`` and k = S/16 (``code_kernel``)::
@@ -7,7 +7,7 @@ S = ``image_size`` and k = S/16 (``code_kernel``)::
     u       = cat(e, z)                                 (B, E+L)
     F1..F4  = code_projections(u)                       (B, 16g|8g|4g|2g, k, k)
     B0..B4  = background_encoder(base)                  g@S, 2g@S/2, 4g@S/4, 8g@S/8, 16g@k
-    h, _    = SB1(x=B4, skip=F1, style=F1); Up1         8g @ 2k   (stage-1 roles swapped, spec §3)
+    h, _    = SB1(x=B4, skip=F1, style=F1); Up1         8g @ 2k   (stage 1 swaps roles: background in, code as skip)
     h, _    = SB2(x=h,  skip=B3, style=F2); Up2         4g @ 4k
     h, _    = SB3(x=h,  skip=B2, style=F3); Up3         2g @ 8k
     h, sw   = SB4(x=h,  skip=B1, style=F4); Up4          g @ S
@@ -127,7 +127,7 @@ class CodeProjection(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    """MC-GAN synthesis block with AdaIN (spec §3, reference §3.2).
+    """MC-GAN synthesis block with AdaIN (docs/spec.md, section "Model").
 
     ``h = BN(Conv3x3(LeakyReLU_0.02(BN(Conv3x3(x)))))`` with 2C channels, split into content ``f``
     and switch logits ``m``; ``s = (tanh m + 1) / 2``; ``out = skip * s + AdaIN(f * (1 - s), style)``.
