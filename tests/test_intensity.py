@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from rggan.handlers import GeneratedNoduleWriter
 
 from rggan.features import nodule_features
-from rggan.handlers import GeneratedNoduleWriter
 from rggan.intensity import DEFAULT_HU_RANGE, hu_per_unit, hu_range_of, hu_to_unit, unit_to_hu
 
 
