@@ -47,8 +47,9 @@ def bundle_parser(args: argparse.Namespace, out_dir: str) -> Any:
     }
     if args.workers is not None:
         overrides["num_workers"] = args.workers
-    if args.amp:  # the bundle's own switch: bfloat16 autocast on CPU
-        overrides["amp"] = True
+    # the bundle's own switch: bfloat16 autocast on CPU with --amp; float32 otherwise (train.yaml's default
+    # `auto` would pick bfloat16 on an AMX CPU, and (b)/(c) run float32 unless --amp)
+    overrides["amp"] = bool(args.amp)
     if args.channels_last:
         to_device = ".to(@device, memory_format=torch.channels_last)"
         for key, net in (("gnetwork", "network_def"), ("dnetwork", "discriminator_def")):
