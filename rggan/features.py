@@ -40,7 +40,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import separable_filtering
-from monai.networks.layers.convutils import gaussian_1d
 from torch import Tensor
 
 from rggan.intensity import DEFAULT_HU_RANGE, unit_to_hu
@@ -110,12 +109,24 @@ def _smooth_radius(sigma: float) -> int:
     return max(1, int(math.ceil(3 * sigma)))
 
 
+def gaussian_kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The sampled Gaussian, normalised to sum 1, on ``2 radius + 1`` taps, built on ``device``.
+
+    Equal to MONAI's ``gaussian_1d(sigma, truncated=radius / sigma, approx="sampled", normalize=True)``
+    (tested), which turns its sigma tensor into a Python float on every call: a host conversion per
+    feature batch that the maps must not make.
+    """
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
 def _gaussian_smooth(m: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of (B, H, W) with zero padding (same size out).
 
-    The kernel is MONAI's sampled Gaussian (``gaussian_1d(approx="sampled", normalize=True)``) truncated at
-    :func:`_smooth_radius` pixels, applied by MONAI's ``separable_filtering``: the building blocks of
-    ``monai.networks.layers.GaussianFilter``, which would not normalise the sampled kernel to sum 1.
+    The kernel (:func:`gaussian_kernel`) is truncated at :func:`_smooth_radius` pixels and applied by MONAI's
+    ``separable_filtering``. ``monai.networks.layers.GaussianFilter`` itself is not used: it divides the
+    sampled kernel by sqrt(2 pi) sigma instead of its sum, which moves the 0.5 iso-contour.
 
     Args:
         m: (B, H, W) field.
@@ -124,9 +135,7 @@ def _gaussian_smooth(m: Tensor, sigma: float) -> Tensor:
     Returns:
         The blurred (B, H, W) field, in ``m``'s dtype.
     """
-    radius = _smooth_radius(sigma)
-    # MONAI's tail is int(sigma * truncated + 0.5): exactly ``radius`` pixels
-    kernel = gaussian_1d(torch.tensor(sigma), truncated=radius / sigma, approx="sampled", normalize=True)
+    kernel = gaussian_kernel(sigma, _smooth_radius(sigma), m.dtype, m.device)
     return separable_filtering(m[:, None], kernel)[:, 0]
 
 

@@ -297,6 +297,20 @@ def test_gaussian_smoothing_equals_the_hand_written_one(sigma):
     assert _gaussian_smooth(m.float(), sigma).dtype == torch.float32
 
 
+@pytest.mark.parametrize("sigma", [0.5, 0.75, 1.3, 2.0])
+def test_gaussian_kernel_equals_monais(sigma):
+    """The device-built kernel is MONAI's normalised sampled Gaussian with the same truncation."""
+    from monai.networks.layers.convutils import gaussian_1d
+
+    from rggan.features import _smooth_radius, gaussian_kernel
+
+    radius = _smooth_radius(sigma)
+    ours = gaussian_kernel(sigma, radius, torch.float32, torch.device("cpu"))
+    monai_k = gaussian_1d(torch.tensor(sigma), truncated=radius / sigma, approx="sampled", normalize=True)
+    assert ours.shape == monai_k.shape == (2 * radius + 1,)
+    torch.testing.assert_close(ours, monai_k.to(torch.float32), rtol=1e-6, atol=1e-7)
+
+
 def test_gaussian_smoothing_keeps_features_to_1e6(monkeypatch):
     """The features of the test shapes move by less than 1e-6 (relative, or absolute for the ratios near 0).
 
