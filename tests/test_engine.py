@@ -295,12 +295,14 @@ def test_step_syncs_with_the_host_only_at_log_intervals(prepared, tmp_path, monk
     assert not trainer.should_terminate
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="needs CUDA: set_sync_debug_mode only watches CUDA syncs (the CPU test above spies on the same path)",
-)
+@pytest.mark.cuda
 def test_step_makes_no_cuda_sync_between_log_intervals(prepared, tmp_path):
-    """On CUDA, ``set_sync_debug_mode('error')`` during every non-log iteration but the first (lazy CUDA init)."""
+    """On CUDA, ``set_sync_debug_mode('error')`` during every non-log iteration but the first (lazy CUDA init).
+
+    Marked ``cuda``: deselected by default (setup.cfg), run on a GPU machine with ``pytest -m cuda``, where it
+    fails if CUDA is missing; the CPU test above spies on the same path everywhere.
+    """
+    assert torch.cuda.is_available(), "pytest -m cuda needs a CUDA device"
     trainer, writer = _logged_trainer(prepared, tmp_path, "cuda")
     allowed = lambda it: it % LOG_INTERVAL == 0 or it % 3 == 0 or it == 1  # noqa: E731
     trainer.add_event_handler(
