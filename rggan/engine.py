@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine
 from monai.engines import GanTrainer
+from monai.engines.workflow import Workflow
 from monai.utils import GanKeys
 
 from rggan.system import resolve_amp
@@ -185,6 +186,15 @@ class RGGanTrainer(GanTrainer):
             "dtype": self.amp_dtype,
             "enabled": self.amp,
         }
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run the training, as MONAI's ``Trainer.run`` minus its ``torch.cuda.amp.GradScaler``.
+
+        ``Trainer.run`` makes that scaler whenever ``amp`` is set, on any device (two warnings on a CPU), and
+        never uses it here: this trainer keeps one scaler per network (``g_scaler``, ``d_scaler``).
+        """
+        self.scaler = None
+        Workflow.run(self)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(**self._autocast_kwargs)
