@@ -27,7 +27,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from rggan.intensity import hu_range_of
+from rggan.intensity import DEFAULT_HU_RANGE, hu_per_unit, hu_range_of
 
 __all__ = ["ConditioningProbe"]
 
@@ -73,13 +73,13 @@ class ConditioningProbe:
         self.summary_writer, self.seed, self.tag = summary_writer, int(seed), tag
         self.history: list[tuple[int, dict[str, float]]] = []
         self._data: dict[str, dict[str, torch.Tensor]] | None = None
-        self.hu_per_unit = 750.0  # HU per unit of the networks' [-1, 1] scale; set from the dataset when loaded
+        self.hu_per_unit = hu_per_unit(DEFAULT_HU_RANGE)  # HU per unit of [-1, 1]; set from the dataset when loaded
 
     def _load(self) -> dict[str, dict[str, torch.Tensor]]:
         from rggan.data.dataset import load_datalist
 
-        lo, hi = hu_range_of(self.dataset_dir)  # read with the data: the folder may be prepared after __init__
-        self.hu_per_unit = (hi - lo) / 2.0
+        # read with the data: the folder may be prepared after __init__
+        self.hu_per_unit = hu_per_unit(hu_range_of(self.dataset_dir))
         out = {}
         for split in ("training", "validation"):
             items = load_datalist(self.dataset_dir, split, required=False)

@@ -39,7 +39,7 @@ from rggan.diversity import diversity_metrics
 from rggan.features import FEATURE_NAMES, FEATURE_UNITS, features_frame, nodule_features, to_hu
 from rggan.generation import generate
 from rggan.inputs import build_inputs, prepared_items
-from rggan.intensity import hu_range_of
+from rggan.intensity import hu_per_unit, hu_range_of
 
 __all__ = [
     "KEY_FEATURES",
@@ -145,9 +145,9 @@ def intensity_metrics(
     Returns:
         ``{"background_preservation": {...}, "mask_image_consistency": {...}}``.
     """
-    hu_per_unit = (hu_range[1] - hu_range[0]) / 2.0  # HU per unit of the [-1, 1] scale
+    per_unit = hu_per_unit(hu_range)  # HU per unit of the [-1, 1] scale
     inside = out["mask"] > 0
-    diff_hu = (out["image"] - base).abs() * hu_per_unit
+    diff_hu = (out["image"] - base).abs() * per_unit
     n_in, n_out = inside.flatten(1).sum(1), (~inside).flatten(1).sum(1)
     outside_l1 = (diff_hu * (~inside)).flatten(1).sum(1) / n_out.clamp(min=1)
     inside_l1 = torch.where(n_in > 0, (diff_hu * inside).flatten(1).sum(1) / n_in.clamp(min=1), torch.nan)
@@ -158,7 +158,7 @@ def intensity_metrics(
     return {
         "background_preservation": {
             "l1_outside_mask_hu": float(np.nanmean(outside_l1.numpy())),
-            "l1_outside_mask_normalised": float(np.nanmean(outside_l1.numpy())) / hu_per_unit,
+            "l1_outside_mask_normalised": float(np.nanmean(outside_l1.numpy())) / per_unit,
         },
         "mask_image_consistency": {
             "l1_inside_mask_hu": float(np.nanmean(inside_l1.numpy())) if any_inside else float("nan"),
