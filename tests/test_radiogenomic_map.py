@@ -508,3 +508,26 @@ def test_radiogenomic_map_workflow_uses_the_datalist_hu_range(tmp_path, method):
     for feature in ("mean_hu", "std_hu"):  # HU per unit doubles (750 -> 1500): so do the HU effects
         np.testing.assert_allclose(maps[2000.0][feature], 2.0 * maps[500.0][feature], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(maps[2000.0]["area_mm2"], maps[500.0]["area_mm2"], rtol=1e-6, atol=1e-9)
+
+
+def test_old_module_paths_keep_every_name():
+    """rggan.radiogenomic_map and rggan.fast_map re-export every name they had before the split into
+    rggan.radiogenomic (the bundle configs and users import from them), private helpers included."""
+    import importlib
+
+    old = {
+        "rggan.radiogenomic_map": [
+            "PHENOTYPE_FEATURES", "synthesis_map", "bootstrap_ci", "real_features", "conventional_map",
+            "find_truth", "resolve_truth", "load_truth", "planted_effects", "score_against_truth",
+            "phenotype_scales", "expected_associations", "summarise_scores", "map_agreement",
+            "main_driver_agreement", "top_genes", "heatmap_png", "run_radiogenomic_map", "_units",
+            "_check_map_inputs", "_collate", "_mean_sem", "_spearman_matrix", "_spearman", "_top_frame", "_font",
+            "_colour", "_write_traversals", "_read_modules",
+        ],
+        "rggan.fast_map": ["embedding_shifts", "shift_directions", "fast_synthesis_map", "_encoder_parts"],
+        "rggan.traversal": ["traversal_images", "traversal_strip", "traversal_figures", "DEFAULT_VALUES", "_tile"],
+    }  # fmt: skip
+    for module, names in old.items():
+        mod = importlib.import_module(module)
+        assert [n for n in names if not hasattr(mod, n)] == [], module
+        assert all(hasattr(mod, n) for n in mod.__all__), module
