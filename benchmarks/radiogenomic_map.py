@@ -3,7 +3,7 @@
     nice python benchmarks/radiogenomic_map.py --out map.json \
         --ckpt <model.pt> --prepared <prepared folder> [--truth <demo_truth.json>] [--num-latents 2] \
         [--deltas 0.5 0.1] [--directions all 16 8] [--default-directions 8] \
-        [--paper-patients 117 --paper-latents 4] [--skip-paper] [--skip-agreement]
+        [--paper-patients 117 --paper-latents 4] [--perturbation coexpression|gene] [--skip-paper] [--skip-agreement]
 
 * **agreement** (needs a trained demo model): on the demo's 8 planted driver genes + 100 random genes
   (seeded), ``rggan.radiogenomic_map.synthesis_map`` (exact) and ``rggan.fast_map.fast_synthesis_map``
@@ -71,6 +71,7 @@ def agreement(args: argparse.Namespace) -> dict[str, Any]:
         args.prepared, num_genes=len(genes), image_size=net.image_size, latent_size=net.latent_size,
         num_samples=args.num_latents, seed=SEED, split="all",
     )  # fmt: skip
+    slopes = _slopes(args, list({r["patient"]: r["rna"] for r in requests}.values()))  # one profile per patient
     result: dict[str, Any] = {
         "ckpt": str(args.ckpt),
         "embed_dim": net.embed_dim,
@@ -81,13 +82,16 @@ def agreement(args: argparse.Namespace) -> dict[str, Any]:
     }
     for delta in args.deltas:
         t = time.perf_counter()
-        exact = synthesis_map(net, requests, genes, delta=delta, genes=chosen, batch_size=args.batch)["effect"]
+        exact = synthesis_map(
+            net, requests, genes, delta=delta, genes=chosen, batch_size=args.batch, coexpression=slopes
+        )["effect"]
         exact_s = time.perf_counter() - t
         print(f"exact map, delta {delta}: {exact_s:.1f} s", flush=True)
         for k in args.directions:
             t = time.perf_counter()
             fast = fast_synthesis_map(
-                net, requests, genes, delta=delta, genes=chosen, directions=k, batch_size=args.batch
+                net, requests, genes, delta=delta, genes=chosen, directions=k, batch_size=args.batch,
+                coexpression=slopes,
             )
             fast_s = time.perf_counter() - t
             cmp = compare(exact, fast["effect"])
@@ -96,6 +100,13 @@ def agreement(args: argparse.Namespace) -> dict[str, Any]:
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
     return result
+
+
+def _slopes(args: argparse.Namespace, profiles: list[np.ndarray]) -> np.ndarray | None:
+    """The co-expression slopes over one expression profile per patient, or None with ``--perturbation gene``."""
+    from rggan.radiogenomic.perturbation import coexpression_slopes
+
+    return coexpression_slopes(np.stack(profiles)) if args.perturbation == "coexpression" else None
 
 
 def paper_timing(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,9 +125,10 @@ def paper_timing(args: argparse.Namespace) -> dict[str, Any]:
     names = [f"G{i:05d}" for i in range(n_genes)]
     measured = n if args.paper_measure_samples <= 0 else min(n, args.paper_measure_samples)
     t, cpu = time.perf_counter(), time.process_time()
+    slopes = _slopes(args, [r["rna"] for r in requests[:: args.paper_latents]])  # one profile per patient
     fast = fast_synthesis_map(
         net, requests[:measured], names, delta=args.deltas[0], directions=args.default_directions,
-        batch_size=args.batch, progress=True,
+        batch_size=args.batch, progress=True, coexpression=slopes,
     )  # fmt: skip
     full_s, full_cpu = time.perf_counter() - t, time.process_time() - cpu
     full_s, full_cpu = full_s * n / measured, full_cpu * n / measured  # linear in samples (identical batches)
@@ -130,6 +142,7 @@ def paper_timing(args: argparse.Namespace) -> dict[str, Any]:
         "genes": n_genes,
         "samples": n,
         "directions": args.default_directions,
+        "perturbation": args.perturbation,
         "full_map_seconds": round(full_s, 1),
         "full_map_cpu_seconds": round(full_cpu, 1),
         "torch_threads": torch.get_num_threads(),
@@ -153,6 +166,10 @@ def main() -> None:
     p.add_argument("--directions", nargs="+", default=["all", "16", "8"])
     p.add_argument("--default-directions", default="8", help="the fast map's default (the timed one)")
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument(
+        "--perturbation", choices=["coexpression", "gene"], default="coexpression",
+        help="what moves with a gene (the map's --perturbation; coexpression: its co-expressed genes too)",
+    )  # fmt: skip
     p.add_argument("--paper-patients", type=int, default=117)
     p.add_argument("--paper-latents", type=int, default=4)
     p.add_argument(

@@ -186,6 +186,7 @@ def planted_recovery(
     map_split: str = "all",
     map_latents: int = 2,
     map_delta: float = 0.5,
+    map_perturbation: str = "coexpression",
     main_component_only: bool = False,
     hu_range: Sequence[float],
 ) -> dict[str, Any]:
@@ -200,12 +201,15 @@ def planted_recovery(
             and ``progress`` of :func:`evaluate_generator`.
         map_split, map_latents, map_delta: patients, latents per patient and expression step of the
             synthesis map.
+        map_perturbation: ``"coexpression"`` or ``"gene"``, as ``run radiogenomic_map``'s ``perturbation``.
         main_component_only: measure only the largest connected component of each mask.
         hu_range: the HU window of [-1, 1].
 
     Returns:
         Scores per pairing, their means and the main-driver agreement, for both maps.
     """
+    from rggan.errors import InputError
+    from rggan.radiogenomic.perturbation import PERTURBATIONS, coexpression_slopes
     from rggan.radiogenomic_map import (
         conventional_map,
         load_truth,
@@ -222,16 +226,19 @@ def planted_recovery(
         folder, num_genes=len(genes), image_size=g["image_size"], latent_size=g["latent_size"],
         num_samples=map_latents, seed=g["seed"], split=map_split, base_index=g["base_index"],
     )  # fmt: skip
-    synth = synthesis_map(
-        network, map_requests, genes, delta=map_delta, batch_size=max(2, 2 * g["batch_size"]), device=g["device"],
-        progress=g["progress"], main_component_only=main_component_only, hu_range=hu_range,
-    )  # fmt: skip
     map_items = prepared_items(folder, map_split)
     expression = pd.DataFrame(
         np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in map_items]),
         index=[str(it["patient"]) for it in map_items],
         columns=genes,
     )
+    if map_perturbation not in PERTURBATIONS:
+        raise InputError(f"map_perturbation must be one of {', '.join(PERTURBATIONS)}, got {map_perturbation!r}")
+    slopes = coexpression_slopes(expression) if map_perturbation == "coexpression" else None
+    synth = synthesis_map(
+        network, map_requests, genes, delta=map_delta, coexpression=slopes, batch_size=max(2, 2 * g["batch_size"]),
+        device=g["device"], progress=g["progress"], main_component_only=main_component_only, hu_range=hu_range,
+    )  # fmt: skip
     map_real = real_features(map_items, hu_range)
     conv = conventional_map(map_real, expression)
     s_syn = score_against_truth(synth["effect"], truth, expression=expression)
@@ -241,6 +248,7 @@ def planted_recovery(
         "map_split": map_split,
         "map_latents": map_latents,
         "delta": map_delta,
+        "perturbation": map_perturbation,
         "summary": {"synthesis": summarise_scores(s_syn), "conventional": summarise_scores(s_conv)},
         "synthesis": s_syn.to_dict(orient="records"),
         "conventional": s_conv.to_dict(orient="records"),
@@ -268,6 +276,7 @@ def evaluate_generator(
     map_split: str = "all",
     map_latents: int = 2,
     map_delta: float = 0.5,
+    map_perturbation: str = "coexpression",
     progress: bool = False,
     main_component_only: bool = False,
 ) -> dict[str, Any]:
@@ -282,7 +291,7 @@ def evaluate_generator(
         seed, base_index: latent seed and background patch (:func:`rggan.inputs.build_inputs`).
         batch_size, device, progress: how the generator runs (:func:`rggan.generation.generate`).
         truth_file: ``demo_truth.json``, ``"auto"`` (look beside the dataset) or None (no map scores).
-        map_split, map_latents, map_delta: see :func:`planted_recovery`.
+        map_split, map_latents, map_delta, map_perturbation: see :func:`planted_recovery`.
         main_component_only: measure only the largest connected component of each mask.
 
     Returns:
@@ -327,7 +336,8 @@ def evaluate_generator(
     if truth_path is not None:
         metrics["planted_recovery"] = planted_recovery(
             network, folder, genes, truth_path, generation, map_split=map_split, map_latents=map_latents,
-            map_delta=map_delta, main_component_only=main_component_only, hu_range=hu_range,
+            map_delta=map_delta, map_perturbation=map_perturbation, main_component_only=main_component_only,
+            hu_range=hu_range,
         )  # fmt: skip
     return {"metrics": metrics, "generated_features": gen, "real_features": real}
 

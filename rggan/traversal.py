@@ -2,7 +2,9 @@
 
 For a gene and a few patients, the generator synthesises the patient's nodule with that gene's
 normalised (z-scored) value set to each of ``values`` (default -2, -1, 0, +1, +2 SD) while every other
-gene, the latent code and the background patch stay the patient's own. One strip per gene: rows are
+gene, the latent code and the background patch stay the patient's own; with co-expression slopes
+(:func:`rggan.radiogenomic.perturbation.coexpression_slopes`, the radiogenomic map's default) the
+other genes move with the gene by their slopes on it, as in the map. One strip per gene: rows are
 patients, columns the gene's values; each tile is the generated image with the generated mask's
 outline in red. :func:`traversal_figures` makes the strips of each feature's top genes of a
 radiogenomic map; :func:`rggan.radiogenomic.workflow.run_radiogenomic_map` writes them as PNG beside the
@@ -34,6 +36,7 @@ def traversal_images(
     gene_index: int,
     values: Sequence[float] = DEFAULT_VALUES,
     device: str | torch.device | None = None,
+    slopes: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Generate every (patient request, gene value) pair in one batch.
 
@@ -42,6 +45,8 @@ def traversal_images(
         requests: dicts with ``rna`` (G,), ``z`` (L,), ``base`` (1, S, S), one per row of the strip.
         gene_index: column of the gene in the expression vectors.
         values: the gene's normalised values, one per column.
+        slopes: None (the other genes stay) or (G,) the slopes of every gene on this one (1 at
+            ``gene_index``): the row moves by ``(value - own value) * slopes``.
 
     Returns:
         ``{"image": (P, V, S, S), "mask": (P, V, S, S)}`` CPU tensors in [-1, 1].
@@ -52,7 +57,13 @@ def traversal_images(
     z = torch.as_tensor(np.stack([np.asarray(r["z"], np.float32) for r in requests])).to(device)
     base = torch.as_tensor(np.stack([np.asarray(r["base"], np.float32) for r in requests])).to(device)
     rna = rna.repeat_interleave(v, 0)
-    rna[:, gene_index] = torch.tensor([float(x) for x in values], device=device).repeat(p)
+    target = torch.tensor([float(x) for x in values], device=device).repeat(p)
+    if slopes is None:
+        rna[:, gene_index] = target
+    else:
+        row = torch.as_tensor(np.asarray(slopes, np.float32), device=device)
+        rna = rna + (target - rna[:, gene_index])[:, None] * row[None]
+        rna[:, gene_index] = target  # exact, whatever the round-off
     was_training = network.training
     network.eval()
     try:
@@ -109,6 +120,7 @@ def traversal_figures(
     values: Sequence[float] = DEFAULT_VALUES,
     summary_writer: Any | None = None,
     device: str | torch.device | None = None,
+    coexpression: Any = None,
 ) -> list[Path]:
     """Strips of the ``top_n`` genes (largest |effect|) of each feature, written as PNG into ``output_dir``.
 
@@ -116,6 +128,7 @@ def traversal_figures(
         requests: one per patient (the first ``num_patients`` distinct patients are used).
         effect: genes x features map (e.g. the synthesis map); only genes in ``gene_names`` are used.
         summary_writer: optional TensorBoard writer; each strip is logged as ``traversal/<feature>/<gene>``.
+        coexpression: None or (G, G) co-expression slopes: the gene's row moves the other genes with it.
 
     Returns:
         the PNG paths, named ``traversal_<feature>_<gene>.png``.
@@ -138,7 +151,9 @@ def traversal_figures(
         col = effect[feat].dropna()
         col = col[[g in index for g in col.index]]
         for gene in col.abs().sort_values(ascending=False).index[:top_n]:
-            imgs = traversal_images(network, [r for _, r in rows], index[gene], values, device=device)
+            slopes = None if coexpression is None else np.asarray(coexpression)[index[gene]]
+            reqs = [r for _, r in rows]
+            imgs = traversal_images(network, reqs, index[gene], values, device=device, slopes=slopes)
             title = f"{feat}: {gene} (effect {float(col[gene]):+.3g} per SD)"
             strip = traversal_strip(imgs, title=title, row_labels=[p for p, _ in rows], values=values)
             path = folder / f"traversal_{_safe_name(feat)}_{_safe_name(gene)}.png"

@@ -9,8 +9,9 @@ patient and latent.  In the generator, rna enters only through the gene encoder 
    embedding space, ``(f(e_s + h u_k) - f(e_s - h u_k)) / 2h``, so ``g_s ≈ U Uᵀ g_s``: ``2K``
    generations per sample whatever the number of genes (the background part of G is computed once);
 2. **the embedding's response to each gene**: the exact encoder difference
-   ``Δe_{s,j} = E(rna_s + delta·1_j) - E(rna_s - delta·1_j)`` of every gene (or module) ``j``, cheap
-   because the first encoder layer is linear (a rank-one shift of its output).
+   ``Δe_{s,j} = E(rna_s + delta·d_j) - E(rna_s - delta·d_j)`` of every gene (or module) ``j``, with
+   ``d_j`` the unit's shift (its indicator, or its co-expression slopes), cheap because the first
+   encoder layer is linear (a rank-one shift of its output).
 
 Then ``effect_j = mean_s g_s · Δe_{s,j} / (2 delta)``: the exact map with the generator linearised in
 ``e`` around each sample (the encoder is not linearised).  ``U`` is the top-``K`` principal directions of
@@ -34,7 +35,13 @@ from torch import Tensor
 from rggan.errors import InputError
 from rggan.features import FEATURE_NAMES, nodule_features
 from rggan.intensity import DEFAULT_HU_RANGE
-from rggan.radiogenomic.perturbation import check_map_inputs, collate_requests, mean_sem_frames, progress_bar
+from rggan.radiogenomic.perturbation import (
+    check_map_inputs,
+    collate_requests,
+    mean_sem_frames,
+    progress_bar,
+    unit_shifts,
+)
 
 __all__ = ["embedding_shifts", "shift_directions", "fast_synthesis_map"]
 
@@ -55,7 +62,8 @@ def embedding_shifts(network: torch.nn.Module, rna: Tensor, unit_shift: Tensor, 
     Args:
         network: the generator (its ``gene_encoder`` must start with a ``Linear``).
         rna: (B, G) expression vectors.
-        unit_shift: (J, G) 0/1 rows: the genes each unit moves.
+        unit_shift: (J, G) each unit's shift per unit of delta
+            (:func:`rggan.radiogenomic.perturbation.unit_shifts`).
         delta: the shift in normalised units.
 
     Returns:
@@ -100,7 +108,7 @@ def _pilot_directions(
 
     Args:
         rna: (N, G) expression vectors of all samples; ``pilot_samples`` evenly spaced ones are used.
-        unit_shift: (J, G) 0/1 rows: the genes each unit moves.
+        unit_shift: (J, G) each unit's shift per unit of delta.
         directions, step: as :func:`fast_synthesis_map`.
 
     Returns:
@@ -181,6 +189,7 @@ def fast_synthesis_map(
     delta: float = 0.5,
     genes: Sequence[str] | None = None,
     modules: Mapping[str, Sequence[str]] | None = None,
+    coexpression: Any = None,
     directions: int | str = 16,
     step: float | str = "auto",
     batch_size: int = 128,
@@ -199,6 +208,7 @@ def fast_synthesis_map(
         delta: the gene shift in normalised (z-score) units, as in the exact map.
         genes: subset of genes (default all); ignored when ``modules`` is given.
         modules: ``{name: [genes]}`` perturbed together.
+        coexpression: None or (G, G) co-expression slopes, as the exact map's.
         directions: number K of embedding directions (``"all"``: ``embed_dim``); cost is 2K generations
             per sample.
         step: finite-difference step in the embedding, or ``"auto"`` (the median of ``|Δe| / 2``, at least
@@ -219,9 +229,7 @@ def fast_synthesis_map(
     network.eval()
     rna, z, base, spacing = collate_requests(requests, len(gene_names), device)
     n_req, n_units, n_feat = rna.shape[0], len(names), len(FEATURE_NAMES)
-    unit_shift = torch.zeros(n_units, rna.shape[1], device=device)
-    for u, cols in enumerate(unit_idx):
-        unit_shift[u, cols] = 1.0
+    unit_shift = unit_shifts(unit_idx, rna.shape[1], coexpression, device)
     feature_kwargs = {"main_component_only": main_component_only, "hu_range": hu_range}
     try:
         basis, h, pilot = _pilot_directions(

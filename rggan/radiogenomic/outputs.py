@@ -147,7 +147,8 @@ def map_summary(
     Args:
         method: ``"exact"`` or ``"fast"``; fast_info: the fast map's ``info``.
         units: ``"gene"`` or ``"module"``; n_units: rows of the map; patients: patients measured.
-        run: ``delta, split, num_latents, seed, base_index, main_component_only`` of the run, in this order.
+        run: ``delta, split, num_latents, seed, base_index, main_component_only`` of the run, in this order,
+            and ``perturbation`` (``"coexpression"`` or ``"gene"``).
         n_boot, ci_level: the bootstrap settings; truth_path: the demo truth used, if any.
         score_json: :func:`write_truth_scores`' output; start: ``time.perf_counter()`` at the run's start.
         settings: extra entries (e.g. the checkpoint and dataset paths).
@@ -163,6 +164,7 @@ def map_summary(
         "units": units,
         "n_units": n_units,
         "patients": patients,
+        "perturbation": run.get("perturbation", "gene"),
         **{k: run[k] for k in ("split", "num_latents", "seed", "base_index", "main_component_only")},
         "confidence_interval": f"percentile bootstrap over patients, {n_boot} replicates, level {ci_level}"
         if n_boot

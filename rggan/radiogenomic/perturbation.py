@@ -2,6 +2,12 @@
 
 A *unit* is what one row of a map perturbs: one gene, or a module of genes shifted together. A *request*
 is one generation input (a patient and a latent), as built by :func:`rggan.inference.build_inputs`.
+
+A unit's *shift* is the vector added to the expression per unit of ``delta``. With the ``"gene"``
+perturbation it is the gene's indicator (the gene alone moves, every other gene held fixed). With the
+``"coexpression"`` perturbation (:func:`coexpression_slopes`) a gene carries its co-expressed genes
+with it, by their least-squares slopes on it over the cohort: the generator is asked what a patient
+whose gene is 1 SD higher looks like, the rest of the transcriptome moving as it does in the data.
 """
 
 from __future__ import annotations
@@ -17,7 +23,19 @@ import torch
 from rggan.errors import InputError
 from rggan.features import FEATURE_NAMES
 
-__all__ = ["perturbation_units", "check_map_inputs", "collate_requests", "mean_sem_frames", "progress_bar"]
+__all__ = [
+    "PERTURBATIONS",
+    "perturbation_units",
+    "check_map_inputs",
+    "coexpression_slopes",
+    "unit_shifts",
+    "collate_requests",
+    "mean_sem_frames",
+    "progress_bar",
+]
+
+#: how a map moves the expression for a gene: the gene alone, or the gene with its co-expressed genes
+PERTURBATIONS: tuple[str, ...] = ("coexpression", "gene")
 
 logger = logging.getLogger("rggan.radiogenomic_map")
 
@@ -74,6 +92,62 @@ def check_map_inputs(
     if not requests:
         raise InputError("no patient to compute the synthesis map on")
     return perturbation_units(gene_names, genes, modules)
+
+
+def coexpression_slopes(expression: np.ndarray | pd.DataFrame) -> np.ndarray:
+    """Least-squares slope of every gene on every gene over the patients: ``B[g, j] = cov(g, j) / var(g)``.
+
+    Row ``g`` is the expected change of the whole expression vector per unit change of gene g in this
+    cohort (``B[g, g] = 1``), so ``rna + delta * B[g]`` moves gene g by ``delta`` and its co-expressed
+    genes by what the data predict for them. A gene without variance moves alone.
+
+    Args:
+        expression: patients × genes, normalised as the generator reads it (at least 3 patients).
+
+    Returns:
+        (G, G) float32 slopes.
+    """
+    x = np.asarray(expression, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 3:
+        raise InputError(f"co-expression slopes need a patients x genes table of >= 3 patients, got {x.shape}")
+    xc = x - x.mean(0)
+    cov = xc.T @ xc / (x.shape[0] - 1)
+    var = np.diag(cov).copy()
+    ok = var > 1e-12 * max(float(var.max()), 1e-300)
+    slopes = np.where(ok[:, None], cov / np.where(ok, var, 1.0)[:, None], 0.0)
+    np.fill_diagonal(slopes, 1.0)
+    return slopes.astype(np.float32)
+
+
+def unit_shifts(
+    unit_idx: Sequence[Sequence[int]],
+    num_genes: int,
+    coexpression: np.ndarray | torch.Tensor | None,
+    device: str | torch.device,
+) -> torch.Tensor:
+    """Each unit's expression shift per unit of ``delta``.
+
+    Args:
+        unit_idx: the gene columns of each unit (:func:`perturbation_units`).
+        num_genes: G, the expression vector's length.
+        coexpression: None (each unit's genes move by 1, the others stay) or (G, G) slopes
+            (:func:`coexpression_slopes`): a single-gene unit g moves by row g.
+        device: where the shifts live.
+
+    Returns:
+        (J, G) float32 shifts.
+    """
+    if coexpression is None:
+        shift = torch.zeros(len(unit_idx), num_genes, device=device)
+        for u, cols in enumerate(unit_idx):
+            shift[u, list(cols)] = 1.0
+        return shift
+    if any(len(cols) != 1 for cols in unit_idx):
+        raise InputError("the co-expression perturbation moves single genes; perturb modules with perturbation: gene")
+    slopes = torch.as_tensor(coexpression, dtype=torch.float32, device=device)
+    if slopes.shape != (num_genes, num_genes):
+        raise InputError(f"co-expression slopes of shape {tuple(slopes.shape)}, expected ({num_genes}, {num_genes})")
+    return slopes[torch.tensor([cols[0] for cols in unit_idx], device=device)]
 
 
 def collate_requests(

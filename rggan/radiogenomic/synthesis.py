@@ -5,6 +5,8 @@ For each unit, its normalised (z-scored) value is shifted by ``+delta`` and ``-d
 and measured (:mod:`rggan.features`), and ``effect = (feature(+delta) - feature(-delta)) / (2 delta)``
 is averaged over patients and latents (central finite differences; no gradients). Units: feature unit
 per 1 SD of the gene's (log2) expression. Pairs where either nodule has an empty mask are left out.
+With ``coexpression`` slopes a gene carries its co-expressed genes with it
+(:mod:`rggan.radiogenomic.perturbation`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import torch
 
 from rggan.features import FEATURE_NAMES, nodule_features
 from rggan.intensity import DEFAULT_HU_RANGE
-from rggan.radiogenomic.perturbation import check_map_inputs, collate_requests, mean_sem_frames, progress_bar
+from rggan.radiogenomic.perturbation import (
+    check_map_inputs,
+    collate_requests,
+    mean_sem_frames,
+    progress_bar,
+    unit_shifts,
+)
 
 __all__ = ["synthesis_map"]
 
@@ -88,6 +96,7 @@ def synthesis_map(
     delta: float = 0.5,
     genes: Sequence[str] | None = None,
     modules: Mapping[str, Sequence[str]] | None = None,
+    coexpression: Any = None,
     batch_size: int = 128,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -104,6 +113,9 @@ def synthesis_map(
         delta: the shift, in normalised (z-score) units; each unit is evaluated at ``rna ± delta``.
         genes: subset of genes to perturb (default: all); ignored when ``modules`` is given.
         modules: ``{name: [genes]}``: perturb each module's genes together (by ``delta`` each).
+        coexpression: None (each gene moves alone) or (G, G) slopes
+            (:func:`rggan.radiogenomic.perturbation.coexpression_slopes`): gene g's shift is ``delta``
+            times row g, so its co-expressed genes move with it; genes only, not modules.
         batch_size: generations per forward pass (half ``+delta``, half ``-delta``).
         main_component_only: measure only the generated mask's main connected component
             (:func:`rggan.features.main_component`).
@@ -124,9 +136,7 @@ def synthesis_map(
     labels = [str(r.get("patient", i)) for i, r in enumerate(requests)]
     patients = list(dict.fromkeys(labels))
     pid = torch.tensor([patients.index(p) for p in labels], device=device)
-    shift = torch.zeros(n_units, rna.shape[1], device=device)
-    for u, cols in enumerate(unit_idx):
-        shift[u, cols] = float(delta)
+    shift = float(delta) * unit_shifts(unit_idx, rna.shape[1], coexpression, device)
     sums = _EffectSums(n_units, len(patients), len(FEATURE_NAMES), device)
     total = n_units * n_req
     half = max(1, int(batch_size) // 2)

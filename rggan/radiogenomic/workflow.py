@@ -48,12 +48,12 @@ from rggan.radiogenomic.outputs import (
     write_top_genes,
     write_truth_scores,
 )
-from rggan.radiogenomic.perturbation import perturbation_units
+from rggan.radiogenomic.perturbation import PERTURBATIONS, coexpression_slopes, perturbation_units
 from rggan.radiogenomic.scores import main_driver_agreement, score_against_truth, summarise_scores
 from rggan.radiogenomic.synthesis import synthesis_map
 from rggan.radiogenomic.truth import load_truth, resolve_truth
 
-__all__ = ["MapInputs", "read_modules", "load_map_inputs", "compute_maps", "run_radiogenomic_map"]
+__all__ = ["MapInputs", "read_modules", "load_map_inputs", "map_slopes", "compute_maps", "run_radiogenomic_map"]
 
 logger = logging.getLogger("rggan.radiogenomic_map")
 
@@ -140,10 +140,24 @@ def load_map_inputs(
     return MapInputs(gene_names, truth_path, truth, module_map, requests, items, hu_range, real, expression)
 
 
+def map_slopes(data: MapInputs, perturbation: str) -> np.ndarray | None:
+    """The co-expression slopes a map perturbs with, or None (each gene alone, or modules).
+
+    Args:
+        data: the map's inputs (its ``expression``: the map's patients).
+        perturbation: one of :data:`rggan.radiogenomic.perturbation.PERTURBATIONS`.
+    """
+    if perturbation not in PERTURBATIONS:
+        raise InputError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+    if perturbation == "gene" or data.modules is not None:
+        return None
+    return coexpression_slopes(data.expression)
+
+
 def compute_maps(
     network: torch.nn.Module, data: MapInputs, *, method: str, directions: int | str, delta: float,
     genes: Sequence[str] | None, batch_size: int, device: str | torch.device | None, progress: bool,
-    main_component_only: bool, n_boot: int, ci_level: float, seed: int,
+    main_component_only: bool, n_boot: int, ci_level: float, seed: int, perturbation: str = "coexpression",
 ) -> dict[str, Any]:  # fmt: skip
     """Both maps, the synthesis map's bootstrap interval and (with a truth) their scores.
 
@@ -151,10 +165,12 @@ def compute_maps(
         data: :func:`load_map_inputs`' output. Other arguments: see :func:`run_radiogenomic_map`.
 
     Returns:
-        ``{"synth", "ci" (or None), "conv", "scores": {map: table}, "main": {map: main-driver agreement}}``.
+        ``{"synth", "ci" (or None), "conv", "scores": {map: table}, "main": {map: main-driver agreement},
+        "slopes": the co-expression slopes used (or None)}``.
     """
     if method not in ("exact", "fast"):
         raise InputError(f"method must be 'exact' or 'fast', got {method!r}")
+    slopes = map_slopes(data, perturbation)
     map_fn = synthesis_map
     if method == "fast":
         from rggan.radiogenomic.fast import fast_synthesis_map
@@ -162,8 +178,8 @@ def compute_maps(
         map_fn = functools.partial(fast_synthesis_map, directions=directions)
     synth = map_fn(
         network, data.requests, data.gene_names, delta=delta, genes=genes, modules=data.modules,
-        batch_size=batch_size, device=device, progress=progress, main_component_only=main_component_only,
-        hu_range=data.hu_range,
+        coexpression=slopes, batch_size=batch_size, device=device, progress=progress,
+        main_component_only=main_component_only, hu_range=data.hu_range,
     )  # fmt: skip
     ci = None
     if n_boot and "per_patient" in synth:  # the exact map (the fast map has no per-patient effects)
@@ -178,7 +194,7 @@ def compute_maps(
             main["synthesis"] = main_driver_agreement(synth["effect"], data.truth, feature_scale=scale)
         scores["conventional"] = score_against_truth(conv["rho"], data.truth, expression=data.expression)
         main["conventional"] = main_driver_agreement(conv["rho"], data.truth)
-    return {"synth": synth, "ci": ci, "conv": conv, "scores": scores, "main": main}
+    return {"synth": synth, "ci": ci, "conv": conv, "scores": scores, "main": main, "slopes": slopes}
 
 
 def write_traversals(
@@ -230,7 +246,7 @@ def _write_outputs(
     if traversal_top_n and data.modules is None:
         write_traversals(
             network, data.requests, data.gene_names, synth["effect"], folder / "traversal",
-            top_n=traversal_top_n, num_patients=traversal_patients, device=device,
+            top_n=traversal_top_n, num_patients=traversal_patients, device=device, coexpression=maps.get("slopes"),
         )  # fmt: skip
     data.real.to_csv(folder / "real_features.csv", float_format="%.6g")
     unit = "module" if data.modules else "gene"
@@ -276,6 +292,7 @@ def run_radiogenomic_map(
     traversal_patients: int = 4,
     method: str = "exact",
     directions: int | str = 8,
+    perturbation: str = "coexpression",
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Both maps for a trained generator on a prepared dataset, written to ``output_dir`` (files: module docstring).
@@ -285,6 +302,9 @@ def run_radiogenomic_map(
             sample) or ``"fast"`` (:func:`rggan.radiogenomic.fast.fast_synthesis_map`, linearised in the gene
             embedding: ``2 × directions`` generations per sample whatever the number of genes).
         directions: embedding directions of the fast map (``"all"``: ``embed_dim``).
+        perturbation: ``"coexpression"`` (a gene moves with its co-expressed genes, by their slopes on it
+            over the map's patients: :func:`rggan.radiogenomic.perturbation.coexpression_slopes`) or
+            ``"gene"`` (the gene alone); modules always move alone.
         truth_file: ``"auto"`` (look beside the raw demo download the prepared folder came from),
             a path, or None (no scoring).
         modules: genes perturbed together (:func:`read_modules`); top_k: genes per feature in top_genes.
@@ -302,6 +322,8 @@ def run_radiogenomic_map(
     from rggan.inference import as_flag, commit_staging, make_staging
 
     t0 = time.perf_counter()
+    if perturbation not in PERTURBATIONS:  # before the long part
+        raise InputError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
     progress, main_component_only = as_flag(progress), as_flag(main_component_only)  # CLI strings too
     genes = [genes] if isinstance(genes, str) else genes
     data = load_map_inputs(
@@ -311,9 +333,10 @@ def run_radiogenomic_map(
     maps = compute_maps(
         network, data, method=method, directions=directions, delta=delta, genes=genes, batch_size=batch_size,
         device=device, progress=progress, main_component_only=main_component_only, n_boot=n_boot,
-        ci_level=ci_level, seed=seed,
+        ci_level=ci_level, seed=seed, perturbation=perturbation,
     )  # fmt: skip
-    run = {"delta": delta, "split": split, "num_latents": num_latents, "seed": seed, "base_index": base_index}
+    run = {"delta": delta, "split": split, "num_latents": num_latents, "seed": seed, "base_index": base_index,
+           "perturbation": "coexpression" if maps["slopes"] is not None else "gene"}  # fmt: skip
     staging = make_staging(output_dir)
     try:
         summary = _write_outputs(
