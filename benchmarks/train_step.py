@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="product's training recipe: 'paper' (train.yaml + paper.yaml: the networks and losses of the bare and "
         "prototype steps, like for like) or 'default' (train.yaml alone: the conditioning recipe, more work per step)",
     )
+    p.add_argument(
+        "--cpu-allocator",
+        choices=("auto", "false"),
+        default=None,
+        help="product: the bundle's cpu_allocator (default: the bundle's own, auto: glibc keeps freed buffers on CPU)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each variant (0: torch default)")
     p.add_argument("--channels-last", action="store_true", help="networks and batches in channels_last")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CPU (product: the bundle's amp=true)")
@@ -133,6 +139,8 @@ def _worker_command(args: argparse.Namespace, variant: str, round_: int, res_pat
     cmd += ["--threads", str(args.threads), "--recipe", args.recipe]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
+    if args.cpu_allocator is not None:
+        cmd += ["--cpu-allocator", args.cpu_allocator]
     cmd += ["--" + flag.replace("_", "-") for flag in _WORKER_FLAGS if getattr(args, flag)]
     if args.flops and round_ == 0:
         cmd.append("--flops")

@@ -1,13 +1,25 @@
-"""What the machine offers the process: usable CPUs, the data-loading workers they can feed, fast bfloat16."""
+"""What the machine offers the process: usable CPUs, the data-loading workers they can feed, fast bfloat16,
+and the allocator setting that keeps CPU training from re-faulting its memory every step."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
+import sys
 from typing import Any
 
 import torch
 
-__all__ = ["available_cpus", "default_num_workers", "cpu_has_fast_bf16", "resolve_amp"]
+__all__ = ["available_cpus", "default_num_workers", "cpu_has_fast_bf16", "resolve_amp", "tune_cpu_allocator"]
+
+logger = logging.getLogger("rggan.system")
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`tune_cpu_allocator` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+TRIM_THRESHOLD_BYTES = 256 * 2**20
 
 
 def available_cpus() -> int:
@@ -64,3 +76,45 @@ def resolve_amp(amp: Any, device: str | torch.device) -> bool:
 
         return str2bool(amp)
     return bool(amp)
+
+
+def tune_cpu_allocator(enabled: Any, device: str | torch.device) -> bool:
+    """Keep freed training buffers in the process instead of returning them to the kernel (glibc, CPU).
+
+    With glibc's defaults, every block above the mmap threshold (dynamic, at most 32 MiB) is ``mmap``ed
+    and unmapped when freed, and free memory above the trim threshold (twice that) at the top of the heap
+    is returned to the kernel; a CPU training
+    step frees and re-allocates the same large activation and gradient buffers every step, so the kernel
+    faults in and zeroes them again every step (~1.5 GiB of fresh pages per step at the paper's sizes).
+    Setting ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 256 MiB (``mallopt``, the same as
+    the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` environment variables) serves blocks up to
+    32 MiB (glibc's maximum) from the heap and keeps up to 256 MiB of free heap: fewer faults, a few %
+    faster, ~70 MiB more resident memory. It changes the whole process's allocator, hence an option.
+
+    Args:
+        enabled: True/False (or their strings), or ``"auto"``: on when ``device`` is a CPU and the C library
+            is glibc (CUDA tensors live in PyTorch's own caching allocator: nothing to gain there).
+        device: the device training runs on.
+
+    Returns:
+        Whether the setting was applied.
+    """
+    if isinstance(enabled, str) and enabled.strip().lower() == "auto":
+        enabled = torch.device(device).type == "cpu"
+    elif isinstance(enabled, str):
+        from monai.utils import str2bool
+
+        enabled = str2bool(enabled)
+    if not enabled:
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        logger.info("no glibc mallopt: the CPU allocator is left as it is")
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    return bool(ok)

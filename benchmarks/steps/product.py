@@ -26,7 +26,8 @@ def bundle_parser(args: argparse.Namespace, out_dir: str) -> Any:
     """The bundle's training config with the benchmark's overrides, parsed.
 
     Args:
-        args: the benchmark's options (``data``, ``epochs``, ``recipe``, ``workers``, ``amp``, ``channels_last``).
+        args: the benchmark's options (``data``, ``epochs``, ``recipe``, ``workers``, ``cpu_allocator``, ``amp``,
+            ``channels_last``).
         out_dir: the run's output folder.
 
     Returns:
@@ -47,6 +48,8 @@ def bundle_parser(args: argparse.Namespace, out_dir: str) -> Any:
     }
     if args.workers is not None:
         overrides["num_workers"] = args.workers
+    if getattr(args, "cpu_allocator", None) is not None:
+        overrides["cpu_allocator"] = args.cpu_allocator
     # the bundle's own switch: bfloat16 autocast on CPU with --amp; float32 otherwise (train.yaml's default
     # `auto` would pick bfloat16 on an AMX CPU, and (b)/(c) run float32 unless --amp)
     overrides["amp"] = bool(args.amp)
