@@ -208,8 +208,7 @@ def planted_recovery(
     Returns:
         Scores per pairing, their means and the main-driver agreement, for both maps.
     """
-    from rggan.errors import InputError
-    from rggan.radiogenomic.perturbation import PERTURBATIONS, coexpression_slopes
+    from rggan.radiogenomic.perturbation import check_perturbation, coexpression_slopes
     from rggan.radiogenomic_map import (
         conventional_map,
         load_truth,
@@ -232,9 +231,8 @@ def planted_recovery(
         index=[str(it["patient"]) for it in map_items],
         columns=genes,
     )
-    if map_perturbation not in PERTURBATIONS:
-        raise InputError(f"map_perturbation must be one of {', '.join(PERTURBATIONS)}, got {map_perturbation!r}")
-    slopes = coexpression_slopes(expression) if map_perturbation == "coexpression" else None
+    coexpression = check_perturbation(map_perturbation, "map_perturbation") == "coexpression"
+    slopes = coexpression_slopes(expression) if coexpression else None
     synth = synthesis_map(
         network, map_requests, genes, delta=map_delta, coexpression=slopes, batch_size=max(2, 2 * g["batch_size"]),
         device=g["device"], progress=g["progress"], main_component_only=main_component_only, hu_range=hu_range,

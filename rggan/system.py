@@ -8,6 +8,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -69,13 +70,18 @@ def resolve_amp(amp: Any, device: str | torch.device) -> bool:
     Returns:
         Whether to train under autocast.
     """
-    if isinstance(amp, str):
-        if amp.strip().lower() == "auto":
-            return torch.device(device).type == "cpu" and cpu_has_fast_bf16()
+    return _auto_flag(amp, lambda: torch.device(device).type == "cpu" and cpu_has_fast_bf16())
+
+
+def _auto_flag(value: Any, auto: Callable[[], bool]) -> bool:
+    """A switch that is True/False, their command-line strings, or ``"auto"`` (then ``auto()`` decides)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return auto()
         from monai.utils import str2bool
 
-        return str2bool(amp)
-    return bool(amp)
+        return str2bool(value)
+    return bool(value)
 
 
 def tune_cpu_allocator(enabled: Any, device: str | torch.device) -> bool:
@@ -99,15 +105,7 @@ def tune_cpu_allocator(enabled: Any, device: str | torch.device) -> bool:
     Returns:
         Whether the setting was applied.
     """
-    if isinstance(enabled, str) and enabled.strip().lower() == "auto":
-        enabled = torch.device(device).type == "cpu"
-    elif isinstance(enabled, str):
-        from monai.utils import str2bool
-
-        enabled = str2bool(enabled)
-    if not enabled:
-        return False
-    if not sys.platform.startswith("linux"):
+    if not _auto_flag(enabled, lambda: torch.device(device).type == "cpu") or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -25,6 +25,7 @@ from rggan.features import FEATURE_NAMES
 
 __all__ = [
     "PERTURBATIONS",
+    "check_perturbation",
     "perturbation_units",
     "check_map_inputs",
     "coexpression_slopes",
@@ -36,6 +37,13 @@ __all__ = [
 
 #: how a map moves the expression for a gene: the gene alone, or the gene with its co-expressed genes
 PERTURBATIONS: tuple[str, ...] = ("coexpression", "gene")
+
+
+def check_perturbation(perturbation: str, option: str = "perturbation") -> str:
+    """``perturbation`` if it is one of :data:`PERTURBATIONS`, else an InputError naming ``option``."""
+    if perturbation not in PERTURBATIONS:
+        raise InputError(f"{option} must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+    return perturbation
 
 logger = logging.getLogger("rggan.radiogenomic_map")
 

@@ -48,7 +48,7 @@ from rggan.radiogenomic.outputs import (
     write_top_genes,
     write_truth_scores,
 )
-from rggan.radiogenomic.perturbation import PERTURBATIONS, coexpression_slopes, perturbation_units
+from rggan.radiogenomic.perturbation import check_perturbation, coexpression_slopes, perturbation_units
 from rggan.radiogenomic.scores import main_driver_agreement, score_against_truth, summarise_scores
 from rggan.radiogenomic.synthesis import synthesis_map
 from rggan.radiogenomic.truth import load_truth, resolve_truth
@@ -147,9 +147,7 @@ def map_slopes(data: MapInputs, perturbation: str) -> np.ndarray | None:
         data: the map's inputs (its ``expression``: the map's patients).
         perturbation: one of :data:`rggan.radiogenomic.perturbation.PERTURBATIONS`.
     """
-    if perturbation not in PERTURBATIONS:
-        raise InputError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
-    if perturbation == "gene" or data.modules is not None:
+    if check_perturbation(perturbation) == "gene" or data.modules is not None:
         return None
     return coexpression_slopes(data.expression)
 
@@ -322,8 +320,7 @@ def run_radiogenomic_map(
     from rggan.inference import as_flag, commit_staging, make_staging
 
     t0 = time.perf_counter()
-    if perturbation not in PERTURBATIONS:  # before the long part
-        raise InputError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+    check_perturbation(perturbation)  # before the long part
     progress, main_component_only = as_flag(progress), as_flag(main_component_only)  # CLI strings too
     genes = [genes] if isinstance(genes, str) else genes
     data = load_map_inputs(
