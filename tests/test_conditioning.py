@@ -121,11 +121,11 @@ def test_losses_with_rna_condition_and_paired_terms():
     with pytest.raises(ValueError, match="pass rna"):
         dloss(d, real, real, real, real, fake)
     assert set(dloss(d, real, real, real, real, fake, rna=rna)) >= {"total", "d_real_isc", "d_fake_i"}
-    gloss = GeneratorLoss(condition="rna", c_rec=2.0, c_tex=3.0, c_shape=4.0)
+    gloss = GeneratorLoss(condition="rna", c_rec=2.0, c_tex=3.0, c_shape=4.0, c_size=5.0)
     with pytest.raises(ValueError, match="real nodules"):
         gloss(d, fake, base, rna=rna)
     terms = gloss(d, fake, base, rna=rna, real_image=real, real_mask=real)
-    assert {"g_rec", "g_tex", "g_shape"} <= set(terms)
+    assert {"g_rec", "g_tex", "g_shape", "g_size"} <= set(terms)
     assert torch.isclose(terms["total"], sum(v for k, v in terms.items() if k != "total"))
     terms["total"].backward()
     assert g.gene_encoder[0].weight.grad.abs().sum() > 0  # the encoder learns through the image
@@ -133,10 +133,30 @@ def test_losses_with_rna_condition_and_paired_terms():
     from rggan.networks import GeneratorOutput
 
     same = GeneratorOutput(embedding=fake.embedding, image=real, mask=real, switch=fake.switch, alpha=(real + 1) / 2)
-    zero = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, c_tex=1, c_shape=1)(
+    zero = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, c_tex=1, c_shape=1, c_size=1)(
         d, same, base, real_image=real, real_mask=real
     )
     assert zero["total"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_size_term_is_the_equivalent_radius_difference_in_image_sides_and_pulls_towards_it():
+    from rggan.networks import GeneratorOutput
+
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32)
+    real = _disk(32, 7)[None, None] * 2 - 1
+    loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_size=2.0)
+    r_real = math.sqrt(float((real > 0).sum()) / math.pi)
+    for r in (5, 7, 9):
+        alpha = _disk(32, r)[None, None]
+        out = GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=alpha * 2 - 1, switch=alpha, alpha=alpha)
+        got = loss(d, out, real, real_image=real, real_mask=real)["g_size"].item()
+        assert got == pytest.approx(2.0 * abs(math.sqrt(float(alpha.sum()) / math.pi) - r_real) / 32, rel=1e-4)
+    # its gradient grows a too-small soft mask and shrinks a too-large one, wherever the mask is soft
+    for r, sign in ((5, -1.0), (9, 1.0)):
+        alpha = (0.5 * _disk(32, r + 1) + 0.5 * _disk(32, r))[None, None].requires_grad_(True)
+        out = GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=alpha * 2 - 1, switch=alpha, alpha=alpha)
+        loss(d, out, real, real_image=real, real_mask=real)["total"].backward()
+        assert torch.all(torch.sign(alpha.grad) == sign)  # descent moves every pixel's alpha the same way
 
 
 def test_soft_irregularity_orders_shapes():
