@@ -103,6 +103,11 @@ def _masked_mean_std(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
     return mean, (var + 1e-8).sqrt()
 
 
+def _equivalent_radius(m: Tensor) -> Tensor:
+    """Per-sample ``sqrt(area / pi)`` of (B, 1, S, S) weights in [0, 1], as a fraction of the side S."""
+    return (m.flatten(1).sum(1) / torch.pi + 1e-6).sqrt() / m.shape[-1]
+
+
 def soft_irregularity(alpha: Tensor) -> Tensor:
     """Differentiable ``1 - 4 pi area / perimeter^2`` of (B, 1, S, S) soft masks in [0, 1].
 
@@ -311,10 +316,8 @@ class GeneratorLoss:
                 irr_fake = soft_irregularity(fake.alpha * near)
                 irr_real = soft_irregularity(inside)
                 terms["g_shape"] = self.c_shape * (irr_fake - irr_real).abs().mean()
-            if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it, in image sides
-                side = float(fake.alpha.shape[-1])
-                r_fake = (fake.alpha.flatten(1).sum(1) / torch.pi + 1e-6).sqrt() / side
-                r_real = (inside.flatten(1).sum(1) / torch.pi + 1e-6).sqrt() / side
-                terms["g_size"] = self.c_size * (r_fake - r_real).abs().mean()
+            if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it
+                dr = _equivalent_radius(fake.alpha) - _equivalent_radius(inside)
+                terms["g_size"] = self.c_size * dr.abs().mean()
         total = torch.stack(list(terms.values())).sum() if terms else fake.image.new_zeros(())
         return {"total": total, **terms}

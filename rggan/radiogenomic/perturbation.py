@@ -38,14 +38,14 @@ __all__ = [
 #: how a map moves the expression for a gene: the gene alone, or the gene with its co-expressed genes
 PERTURBATIONS: tuple[str, ...] = ("coexpression", "gene")
 
+logger = logging.getLogger("rggan.radiogenomic_map")
+
 
 def check_perturbation(perturbation: str, option: str = "perturbation") -> str:
     """``perturbation`` if it is one of :data:`PERTURBATIONS`, else an InputError naming ``option``."""
     if perturbation not in PERTURBATIONS:
         raise InputError(f"{option} must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
     return perturbation
-
-logger = logging.getLogger("rggan.radiogenomic_map")
 
 
 def perturbation_units(
