@@ -33,6 +33,10 @@ the generator loss can also ask for it (a conditional GAN with a reconstruction 
   soft mask (``alpha`` summed) against the real mask's, as a fraction of the image side (so the
   coefficient does not depend on ``image_size``): the size as the ``equivalent_radius_mm`` feature
   measures it, which the mask part of ``c_rec`` mixes with position and outline;
+* ``c_binary * mean(4 alpha (1 - alpha))``: zero where the generated mask is binary (alpha 0 or 1), 1 where
+  alpha is 0.5. The features threshold the mask channel at 0, while ``c_size`` and ``c_shape`` measure the
+  soft alpha: on a binary mask the two agree, and no faint halo or frame of alpha is left around the
+  nodule. Needs no real nodule.
 * ``c_shape * mean|irr(alpha) - irr(s)|``: the margin irregularity ``1 - 4 pi area / perimeter^2`` of
   the generated soft mask against the real mask's (:func:`soft_irregularity`), since the exact lobes of
   a real margin are not predictable from genes and an L1 term alone would round every margin.
@@ -222,16 +226,16 @@ class GeneratorLoss:
         c_tex: coefficient of the paired texture term (SD inside the real nodule); 0: off.
         c_shape: coefficient of the paired margin term (soft irregularity of the mask); 0: off.
         c_size: coefficient of the paired size term (equivalent radius of the mask, in image sides); 0: off.
+        c_binary: coefficient of the binary-mask term ``mean(4 alpha (1 - alpha))``; 0: off.
         rec_smooth: side of the box filter applied to both images before the image part of ``c_rec``
             (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
             generated one towards its median, no texture at all; after a box filter the term asks for
             the patient's HU where the filter averages the texture out.
 
     Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
-    ``"g_tex"``, ``"g_shape"``, ``"g_size"`` (those with a non-zero coefficient), each already multiplied by its
-    coefficient. The background L1 is a mean
-    over all B·S² pixels (pixels outside M count as zeros), not normalised by the area of M, as in
-    the prototype.
+    ``"g_tex"``, ``"g_shape"``, ``"g_size"``, ``"g_binary"`` (those with a non-zero coefficient), each
+    already multiplied by its coefficient. The background L1 is a mean over all B·S² pixels (pixels
+    outside M count as zeros), not normalised by the area of M, as in the prototype.
     """
 
     def __init__(
@@ -247,16 +251,18 @@ class GeneratorLoss:
         c_shape: float = 0.0,
         rec_smooth: int = 1,
         c_size: float = 0.0,
+        c_binary: float = 0.0,
     ) -> None:
         if isinstance(rec_smooth, bool) or not isinstance(rec_smooth, int) or rec_smooth < 1 or rec_smooth % 2 == 0:
             raise ValueError(f"rec_smooth must be an odd int >= 1 (1: per-pixel L1), got {rec_smooth!r}")
         self.rec_smooth = rec_smooth
         c = _check_coefficients(
-            c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape, c_size=c_size
+            c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape, c_size=c_size,
+            c_binary=c_binary,
         )
         self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
         self.c_bg, self.c_rec, self.c_tex, self.c_shape = c["c_bg"], c["c_rec"], c["c_tex"], c["c_shape"]
-        self.c_size = c["c_size"]
+        self.c_size, self.c_binary = c["c_size"], c["c_binary"]
         self.condition = _check_condition(condition)
         if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
             raise ValueError(f"erosion must be an int >= 0, got {erosion!r}")
@@ -291,6 +297,8 @@ class GeneratorLoss:
         if self.c_bg > 0:
             m = background_mask(fake.mask, self.erosion)
             terms["g_bg"] = self.c_bg * (fake.image * m - base * m).abs().mean()
+        if self.c_binary > 0:  # a binary mask: the soft terms then measure what the thresholded features see
+            terms["g_binary"] = self.c_binary * (4 * fake.alpha * (1 - fake.alpha)).mean()
         if self.c_rec > 0 or self.c_tex > 0 or self.c_shape > 0 or self.c_size > 0:
             if real_image is None or real_mask is None:
                 raise ValueError(

@@ -121,11 +121,11 @@ def test_losses_with_rna_condition_and_paired_terms():
     with pytest.raises(ValueError, match="pass rna"):
         dloss(d, real, real, real, real, fake)
     assert set(dloss(d, real, real, real, real, fake, rna=rna)) >= {"total", "d_real_isc", "d_fake_i"}
-    gloss = GeneratorLoss(condition="rna", c_rec=2.0, c_tex=3.0, c_shape=4.0, c_size=5.0)
+    gloss = GeneratorLoss(condition="rna", c_rec=2.0, c_tex=3.0, c_shape=4.0, c_size=5.0, c_binary=6.0)
     with pytest.raises(ValueError, match="real nodules"):
         gloss(d, fake, base, rna=rna)
     terms = gloss(d, fake, base, rna=rna, real_image=real, real_mask=real)
-    assert {"g_rec", "g_tex", "g_shape", "g_size"} <= set(terms)
+    assert {"g_rec", "g_tex", "g_shape", "g_size", "g_binary"} <= set(terms)
     assert torch.isclose(terms["total"], sum(v for k, v in terms.items() if k != "total"))
     terms["total"].backward()
     assert g.gene_encoder[0].weight.grad.abs().sum() > 0  # the encoder learns through the image
@@ -133,7 +133,7 @@ def test_losses_with_rna_condition_and_paired_terms():
     from rggan.networks import GeneratorOutput
 
     same = GeneratorOutput(embedding=fake.embedding, image=real, mask=real, switch=fake.switch, alpha=(real + 1) / 2)
-    zero = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, c_tex=1, c_shape=1, c_size=1)(
+    zero = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, c_tex=1, c_shape=1, c_size=1, c_binary=1)(
         d, same, base, real_image=real, real_mask=real
     )
     assert zero["total"].item() == pytest.approx(0.0, abs=1e-6)
@@ -157,6 +157,30 @@ def test_size_term_is_the_equivalent_radius_difference_in_image_sides_and_pulls_
         out = GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=alpha * 2 - 1, switch=alpha, alpha=alpha)
         loss(d, out, real, real_image=real, real_mask=real)["total"].backward()
         assert torch.all(torch.sign(alpha.grad) == sign)  # descent moves every pixel's alpha the same way
+
+
+def test_binary_term_is_zero_on_a_binary_mask_and_pushes_soft_alpha_to_the_nearer_side():
+    from rggan.networks import GeneratorOutput
+
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32)
+    base = torch.zeros(1, 1, 32, 32)
+    loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_binary=3.0)
+
+    def term(alpha: torch.Tensor) -> torch.Tensor:
+        out = GeneratorOutput(embedding=torch.zeros(1, 8), image=base, mask=alpha * 2 - 1, switch=alpha, alpha=alpha)
+        return loss(d, out, base)["g_binary"]  # needs no real nodule
+
+    assert term(_disk(32, 7)[None, None]).item() == 0.0
+    alpha = torch.full((1, 1, 32, 32), 0.5)
+    alpha[..., :4, :] = 0.2  # a faint halo
+    alpha[..., -4:, :] = 0.9  # an almost solid region
+    want = 3.0 * (4 * alpha * (1 - alpha)).mean().item()
+    alpha.requires_grad_(True)
+    got = term(alpha)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    got.backward()
+    assert torch.all(alpha.grad[..., :4, :] > 0) and torch.all(alpha.grad[..., -4:, :] < 0)  # 0.2 -> 0, 0.9 -> 1
+    assert torch.all(alpha.grad[..., 4:-4, :] == 0)  # 0.5 is the stationary point
 
 
 def test_soft_irregularity_orders_shapes():
