@@ -115,7 +115,7 @@ def sizes_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
         state: the generator's state dict.
 
     Returns:
-        The :data:`SIZE_NAMES` sizes, plus the flags ``texture_noise`` and ``film``.
+        The :data:`SIZE_NAMES` sizes, plus ``texture_noise``, ``film`` and ``margin_harmonics`` (0: none).
 
     Raises:
         InputError: a weight every RG-GAN generator has is missing.
@@ -139,6 +139,7 @@ def sizes_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
         "code_kernel": k,
         "image_size": 16 * k,
         "texture_noise": int(head.shape[0]) == 3,
+        "margin_harmonics": int(state["margin_amplitude.weight"].shape[0]) if "margin_amplitude.weight" in state else 0,
         "film": "synthesis_blocks.0.film.weight" in state,
     }
 
@@ -264,5 +265,6 @@ def load_generator(
         double_tanh=double_tanh,
         texture_noise=bool(sizes.get("texture_noise", False)),  # read off the weights, as the sizes are
         film=bool(sizes.get("film", False)),
+        margin_harmonics=int(sizes.get("margin_harmonics", 0)),
     )
     return load_weights(net, ckpt_file, key).to(device)

@@ -25,7 +25,9 @@ the generator loss can also ask for it (a conditional GAN with a reconstruction 
 
 * ``c_rec * (mean|t - s| + mean over the real nodule of |x_hat - x|)``: the mask channel ``t``
   against the real mask ``s`` (size, position and shape) and the image against the real image
-  inside the real nodule (its HU);
+  inside the real nodule (its HU). With the generator's ``margin_harmonics``, ``t`` is the mask
+  before its lobes (``clean_mask``): lobes turned by z cannot match one real outline, so L1 would
+  only flatten them (``c_shape`` asks for their amount);
 * ``c_tex * mean|sd(x_hat in t > 0) - sd(x in s > 0)|``: the standard deviation of each image inside its
   own nodule mask (the texture, as the ``std_hu`` feature measures it, margin pixels included), which an
   L1 term alone would smooth away;
@@ -314,7 +316,8 @@ class GeneratorLoss:
                         F.avg_pool2d(t, k, stride=1, padding=k // 2, count_include_pad=False) for t in (fake_i, real_i)
                     )
                 img = ((fake_i - real_i).abs() * inside).flatten(1).sum(1) / n
-                terms["g_rec"] = self.c_rec * ((fake.mask - real_mask).abs().mean() + img.mean())
+                mask = fake.mask if fake.clean_mask is None else fake.clean_mask  # the outline before its lobes
+                terms["g_rec"] = self.c_rec * ((mask - real_mask).abs().mean() + img.mean())
             if self.c_tex > 0:  # each nodule's own mask, as the std_hu feature measures it
                 _, sd_fake = _masked_mean_std(fake.image, (fake.mask.detach() > 0).to(inside.dtype))
                 _, sd_real = _masked_mean_std(real_image, inside)

@@ -139,6 +139,25 @@ def test_losses_with_rna_condition_and_paired_terms():
     assert zero["total"].item() == pytest.approx(0.0, abs=1e-6)
 
 
+
+def test_reconstruction_asks_for_the_outline_before_the_margin_lobes():
+    """With margin lobes, c_rec's mask L1 reads ``clean_mask``: lobes on the right outline cost nothing."""
+    from rggan.networks import GeneratorOutput
+
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32)
+    real = _disk(32, 7)[None, None] * 2 - 1
+    lobed = _disk(32, 7, lobes=0.3)[None, None] * 2 - 1
+    loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1)
+
+    def rec(mask: torch.Tensor, clean: torch.Tensor | None) -> float:
+        out = GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=mask, switch=mask, alpha=(mask + 1) / 2,
+                              clean_mask=clean)  # fmt: skip
+        return loss(d, out, real, real_image=real, real_mask=real)["g_rec"].item()
+
+    assert rec(lobed, None) > 0.05  # without a clean mask the lobes are a reconstruction error
+    assert rec(lobed, real) == pytest.approx(0.0, abs=1e-6)  # with it, only the clean outline is asked for
+    assert rec(real, lobed) == pytest.approx(rec(lobed, None))
+
 def test_size_term_is_the_equivalent_radius_difference_in_image_sides_and_pulls_towards_it():
     from rggan.networks import GeneratorOutput
 
@@ -204,6 +223,63 @@ def test_texture_noise_is_a_deterministic_function_of_z():
     assert torch.equal(g.noise_projection, g2.noise_projection)  # rebuilt identically, never saved
     assert "noise_projection" not in g.state_dict()
     assert g.head[0].conv.weight.shape[0] == 3
+
+
+
+def _margin_g() -> RGGenerator:
+    torch.manual_seed(0)
+    g = RGGenerator(12, embed_dim=8, latent_size=10, g_n_feat=4, image_size=32, texture_noise=True, margin_harmonics=4)
+    return g.apply(init_weights).eval()
+
+
+def _force_disc_logit(g: RGGenerator, radius: float = 8.0, slope: float = 1.5):
+    """Replace the clean mask logit by a disc's signed distance (radius px, slope logits per px)."""
+    c = (32 - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(32.0) - c, torch.arange(32.0) - c, indexing="ij")
+
+    def hook(module, args, out):
+        out = out.clone()
+        out[:, 1] = slope * (radius - (xx**2 + yy**2).sqrt())
+        return out
+
+    return g.head[0].register_forward_hook(hook)
+
+
+def test_margin_lobes_are_a_function_of_z_that_leaves_the_clean_mask_alone():
+    g = _margin_g()
+    rna, base = torch.randn(2, 12), torch.zeros(2, 1, 32, 32)
+    z = torch.randn(2, 10)
+    a, b = g(rna, z, base), g(rna, z, base)
+    assert torch.equal(a.mask, b.mask)  # same z, same lobes: no random state in the forward pass
+    assert a.clean_mask is not None and not torch.equal(a.mask, a.clean_mask)
+    lobes = g.margin_lobes(torch.cat([g.gene_encoder(rna), z], 1), z)
+    assert torch.allclose(a.mask, torch.tanh(torch.atanh(a.clean_mask.clamp(-0.999999, 0.999999)) + lobes), atol=1e-3)
+    assert lobes[:, 0, 15:17, 15:17].abs().max() < 0.25 * lobes.abs().max()  # small at the centre: the outline moves
+    assert "harmonic_basis" not in g.state_dict() and "margin_amplitude.weight" in g.state_dict()
+    plain = RGGenerator(12, embed_dim=8, latent_size=10, g_n_feat=4, image_size=32)
+    assert plain(rna, z, base).clean_mask is None
+    with pytest.raises(ValueError, match="margin_harmonics"):
+        RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, margin_harmonics=-1)
+
+
+def test_margin_amplitude_sets_how_irregular_the_outline_is_and_z_only_turns_it():
+    """A disc logit plus the lobes: irregularity grows with the amplitude layer's output and barely varies with z."""
+    from rggan.features import nodule_features
+
+    g = _margin_g()
+    handle = _force_disc_logit(g)
+    rows = {}
+    for level in (-0.3, 0.2, 0.4):
+        with torch.no_grad():
+            g.margin_amplitude.weight.zero_()
+            g.margin_amplitude.bias.fill_(level)
+            torch.manual_seed(1)
+            out = g(torch.randn(64, 12), torch.randn(64, 10), torch.zeros(64, 1, 32, 32))
+        rows[level] = nodule_features(out.image, out.mask)["irregularity"]
+    handle.remove()
+    means = [rows[v].mean().item() for v in (-0.3, 0.2, 0.4)]
+    assert means[0] < 0.01 < means[1] < means[2]  # a disc, then more and more lobulated
+    assert rows[0.4].std().item() < 0.3 * means[2]  # the amount is set by the amplitude, not by z
 
 
 def _planted_problem(n: int, genes: int, s: int, seed: int):

@@ -93,15 +93,17 @@ def test_export_extra_lists_the_onnx_packages():
     assert "%(export)s" in cfg.get("options.extras_require", "test", raw=True)
 
 
-@pytest.mark.parametrize("texture_noise, film", [(True, False), (True, True)])
-def test_export_loads_a_generator_trained_with_texture_noise_and_film(tmp_path, texture_noise, film):
-    """train.yaml trains with texture_noise (a 3-channel head): `rggan export` of README's demo model.pt loads it."""
+@pytest.mark.parametrize("texture_noise, film, harmonics", [(True, False, 0), (True, True, 0), (True, False, 4)])
+def test_export_loads_a_generator_trained_with_texture_noise_film_and_margin_lobes(tmp_path, texture_noise, film,
+                                                                                   harmonics):  # fmt: skip
+    """train.yaml trains with texture_noise (a 3-channel head) and margin lobes: `rggan export` loads the model."""
     from rggan.inference import load_generator
 
     net = RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=2, image_size=32, texture_noise=texture_noise,
-                      film=film)  # fmt: skip
+                      film=film, margin_harmonics=harmonics)  # fmt: skip
     torch.save(net.state_dict(), tmp_path / "model.pt")
     loaded = load_generator(tmp_path / "model.pt")
     assert loaded.state_dict().keys() == net.state_dict().keys()
+    assert loaded.margin_harmonics == harmonics  # read off the weights
     assert cli_main(["export", "--checkpoint", str(tmp_path / "model.pt"), "--output", str(tmp_path / "out"),
                      "--no-onnx"]) == 0  # fmt: skip

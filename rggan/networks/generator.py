@@ -22,6 +22,21 @@ from a fixed seed). The noise is thus a deterministic function of z (same z, sam
 state in the forward pass), and each pixel is N(0, 1) when z ~ N(0, I). Without it the synthesis path,
 whose only randomness enters through the k x k code maps, cannot make pixel-level texture.
 
+With ``margin_harmonics`` K > 0 the mask logit gets a lobulated margin before its tanh (a radial-profile
+path for the outline; without it the outline is a smooth function of the k x k code maps, and the
+synthesis path does not draw margins that follow the genes)::
+
+    a_k    = softplus(8 A(u)_k - 1) / 4                         k = 2 .. K+1, A a Linear(E+L -> K)
+    phi_k  = angle of (Q z)_k                                    Q a fixed (2K, L) matrix: z sets phases only
+    t      = tanh(t_raw + sum_k a_k w(rho) cos(k theta - phi_k))
+
+about the patch centre, with ``w(rho) = (rho / r) exp(1 - rho / r)``, r = S/4 (a typical nodule radius):
+0 at the centre, largest at the outline, fading towards the background. The amplitudes (how lobulated)
+come straight from the condition through one linear layer; the genes set them, z turns the lobes. The
+gain 8 lets Adam move the amplitude across its range in a short run; the offset -1 starts it near a
+disc. ``GeneratorOutput.clean_mask`` keeps the mask before the lobes (the predictable outline, which a
+reconstruction term may ask for).
+
 BatchNorm is used throughout (also on the code projections), so training needs batch > 1 and
 single-sample inference needs ``eval()``.
 """
@@ -31,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -63,6 +79,7 @@ class GeneratorOutput:
             it gives the background skip at S/2 (the prototype's "fg_switch"/"Gene_Impact"; it is
             not an intensity and not a probability of nodule).
         alpha: (B, 1, S, S) compositing weight of the generated foreground (1 = generated pixel).
+        clean_mask: (B, 1, S, S) the mask channel before the margin lobes (``margin_harmonics``), else None.
     """
 
     embedding: Tensor
@@ -70,10 +87,13 @@ class GeneratorOutput:
     mask: Tensor
     switch: Tensor
     alpha: Tensor
+    clean_mask: Tensor | None = None
 
     def detach(self) -> GeneratorOutput:
         """A copy with every tensor detached from the graph (for samplers, EMA checks, the D step)."""
-        return GeneratorOutput(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+        return GeneratorOutput(
+            **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).detach() for f in fields(self)}
+        )
 
 
 def calc_mean_std(x: Tensor, eps: float = _EPS) -> tuple[Tensor, Tensor]:
@@ -179,6 +199,23 @@ class SynthesisBlock(nn.Module):
         return self.mix(self.convs(x), skip, style, u)
 
 
+def _radial_harmonics(size: int, harmonics: int) -> Tensor:
+    """(2K, S, S): ``w(rho) cos(k theta)``, ``w(rho) sin(k theta)`` for k = 2 .. K+1 about the patch centre.
+
+    ``w(rho) = (rho / r) exp(1 - rho / r)`` with r = S/4: 0 at the centre, 1 at r (a typical nodule
+    radius), fading far from it, so the outline is modulated and the background is left alone.
+    """
+    c = (size - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(size) - c, torch.arange(size) - c, indexing="ij")
+    rho, theta = (xx**2 + yy**2).sqrt(), torch.atan2(yy, xx)
+    r = size / 4
+    w = rho / r * torch.exp(1 - rho / r)
+    basis = []
+    for k in range(2, harmonics + 2):
+        basis += [w * torch.cos(k * theta), w * torch.sin(k * theta)]
+    return torch.stack(basis).float()
+
+
 def _upsample_block(channels: int) -> nn.Sequential:
     """nearest x2 -> Conv3x3(C -> C, no bias) -> BN -> GLU(dim=1): C/2 channels at twice the size."""
     return nn.Sequential(
@@ -201,6 +238,8 @@ class RGGenerator(nn.Module):
         double_tanh: reproduce the prototype's second tanh on the mask channel before compositing
             (alpha confined to [0.119, 0.881]); default False: alpha = (t + 1)/2 spans [0, 1].
         texture_noise: per-pixel foreground noise with a learned amplitude (see the module docstring).
+        margin_harmonics: K, the number of radial harmonics (k = 2 .. K+1) of the margin lobes on the mask
+            logit, amplitudes from the condition, phases from z (see the module docstring); 0: none.
         film: also modulate every synthesis block's output by FiLM from ``u = cat(e, z)``
             (``out * (1 + gamma(u)) + beta(u)``, one linear layer per block, zero-initialised by
             :func:`rggan.networks.init_weights`' N(0, 0.02)), a direct path from the genes to every scale besides
@@ -225,6 +264,7 @@ class RGGenerator(nn.Module):
         double_tanh: bool = False,
         texture_noise: bool = False,
         film: bool = False,
+        margin_harmonics: int = 0,
     ) -> None:
         super().__init__()
         check_positive(num_genes=num_genes, embed_dim=embed_dim, latent_size=latent_size, g_n_feat=g_n_feat)
@@ -238,6 +278,9 @@ class RGGenerator(nn.Module):
         self.double_tanh = bool(double_tanh)
         self.texture_noise = bool(texture_noise)
         self.film = bool(film)
+        if isinstance(margin_harmonics, bool) or int(margin_harmonics) != margin_harmonics or margin_harmonics < 0:
+            raise ValueError(f"margin_harmonics must be an int >= 0 (0: no margin lobes), got {margin_harmonics!r}")
+        self.margin_harmonics = int(margin_harmonics)
 
         g = g_n_feat
         stage_channels = [16 * g, 8 * g, 4 * g, 2 * g]  # synthesis-block widths, coarse -> fine
@@ -259,6 +302,19 @@ class RGGenerator(nn.Module):
         if self.texture_noise:
             proj = torch.randn(image_size * image_size, latent_size, generator=torch.Generator().manual_seed(0))
             self.register_buffer("noise_projection", proj / latent_size**0.5, persistent=False)
+        if self.margin_harmonics:
+            kh = self.margin_harmonics
+            self.margin_amplitude = nn.Linear(embed_dim + latent_size, kh)
+            q = torch.randn(2 * kh, latent_size, generator=torch.Generator().manual_seed(2))
+            self.register_buffer("harmonic_projection", q / q.norm(dim=1, keepdim=True), persistent=False)
+            self.register_buffer("harmonic_basis", _radial_harmonics(image_size, kh), persistent=False)
+
+    def margin_lobes(self, u: Tensor, z: Tensor) -> Tensor:
+        """(B, 1, S, S) lobes added to the mask logit: amplitudes from ``u = cat(e, z)``, phases from ``z``."""
+        amp = F.softplus(8.0 * self.margin_amplitude(u) - 1.0).repeat_interleave(2, dim=1) / 4  # (B, 2K)
+        phase = (z.to(self.harmonic_projection.dtype) @ self.harmonic_projection.T).view(-1, self.margin_harmonics, 2)
+        coeff = amp * F.normalize(phase, dim=2).flatten(1).to(amp.dtype)  # unit (cos, sin) pairs
+        return torch.einsum("bk,kxy->bxy", coeff, self.harmonic_basis.to(amp.dtype))[:, None]
 
     def forward(self, rna: Tensor, z: Tensor, base: Tensor) -> GeneratorOutput:
         """Synthesise a nodule for each (rna, z) inside its background patch ``base``.
@@ -324,11 +380,20 @@ class RGGenerator(nn.Module):
             h, switch = self.synthesis_blocks[j](h, feats[4 - j], codes[j], film_u)
             h = self.upsample_blocks[j](h)
 
-        out = self.head(h)
+        if self.margin_harmonics:  # the mask logit is needed before its tanh
+            raw = self.head[0](h)
+            out = self.head[1](raw)
+        else:
+            out = self.head(h)
         fg, t = out[:, 0:1], out[:, 1:2]
         if self.texture_noise:
             eps = (z.to(self.noise_projection.dtype) @ self.noise_projection.T).view(-1, 1, s, s).to(fg.dtype)
             fg = fg + 0.25 * torch.sigmoid(3.0 * out[:, 2:3]) * eps  # out is tanh'd: 3x widens the sigmoid's range
+        clean = None
+        if self.margin_harmonics:
+            clean, t = t, torch.tanh(raw[:, 1:2] + self.margin_lobes(u, z))
         alpha = (torch.tanh(t) + 1) / 2 if self.double_tanh else (t + 1) / 2
         image = base * (1 - alpha) + fg * alpha
-        return GeneratorOutput(embedding=e, image=image, mask=t, switch=switch.mean(dim=1, keepdim=True), alpha=alpha)
+        return GeneratorOutput(
+            embedding=e, image=image, mask=t, switch=switch.mean(dim=1, keepdim=True), alpha=alpha, clean_mask=clean
+        )
