@@ -40,8 +40,12 @@ the generator loss can also ask for it (a conditional GAN with a reconstruction 
   soft alpha: on a binary mask the two agree, and no faint halo or frame of alpha is left around the
   nodule. Needs no real nodule.
 * ``c_shape * mean|irr(alpha) - irr(s)|``: the margin irregularity ``1 - 4 pi area / perimeter^2`` of
-  the generated soft mask against the real mask's (:func:`soft_irregularity`), since the exact lobes of
-  a real margin are not predictable from genes and an L1 term alone would round every margin.
+  the generated soft mask against the real mask's (:func:`soft_irregularity`), both inside a 3-pixel band
+  around the real nodule, since the exact lobes of a real margin are not predictable from genes and an
+  L1 term alone would round every margin;
+* ``c_stray * mean(sum of alpha farther than S/5 pixels from the real nodule)``: the generated mask's
+  area, in pixels, where no real nodule of that patient reaches (speckle in the patch corners, which
+  every feature counts and the band of ``c_shape`` does not see).
 
 Each loss returns a dict of 0-d tensors: ``"total"`` plus one key per *weighted* term
 (``total == sum of the terms``). A coefficient of 0 removes its term: the key is absent and, where
@@ -229,14 +233,15 @@ class GeneratorLoss:
         c_shape: coefficient of the paired margin term (soft irregularity of the mask); 0: off.
         c_size: coefficient of the paired size term (equivalent radius of the mask, in image sides); 0: off.
         c_binary: coefficient of the binary-mask term ``mean(4 alpha (1 - alpha))``; 0: off.
+        c_stray: coefficient of the stray-mask term (mask area far from the real nodule, pixels); 0: off.
         rec_smooth: side of the box filter applied to both images before the image part of ``c_rec``
             (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
             generated one towards its median, no texture at all; after a box filter the term asks for
             the patient's HU where the filter averages the texture out.
 
     Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
-    ``"g_tex"``, ``"g_shape"``, ``"g_size"``, ``"g_binary"`` (those with a non-zero coefficient), each
-    already multiplied by its coefficient. The background L1 is a mean over all B·S² pixels (pixels
+    ``"g_tex"``, ``"g_shape"``, ``"g_size"``, ``"g_binary"``, ``"g_stray"`` (those with a non-zero
+    coefficient), each already multiplied by its coefficient. The background L1 is a mean over all B·S² pixels (pixels
     outside M count as zeros), not normalised by the area of M, as in the prototype.
     """
 
@@ -254,17 +259,18 @@ class GeneratorLoss:
         rec_smooth: int = 1,
         c_size: float = 0.0,
         c_binary: float = 0.0,
+        c_stray: float = 0.0,
     ) -> None:
         if isinstance(rec_smooth, bool) or not isinstance(rec_smooth, int) or rec_smooth < 1 or rec_smooth % 2 == 0:
             raise ValueError(f"rec_smooth must be an odd int >= 1 (1: per-pixel L1), got {rec_smooth!r}")
         self.rec_smooth = rec_smooth
         c = _check_coefficients(
             c_isc=c_isc, c_i=c_i, c_is=c_is, c_bg=c_bg, c_rec=c_rec, c_tex=c_tex, c_shape=c_shape, c_size=c_size,
-            c_binary=c_binary,
+            c_binary=c_binary, c_stray=c_stray,
         )
         self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
         self.c_bg, self.c_rec, self.c_tex, self.c_shape = c["c_bg"], c["c_rec"], c["c_tex"], c["c_shape"]
-        self.c_size, self.c_binary = c["c_size"], c["c_binary"]
+        self.c_size, self.c_binary, self.c_stray = c["c_size"], c["c_binary"], c["c_stray"]
         self.condition = _check_condition(condition)
         if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
             raise ValueError(f"erosion must be an int >= 0, got {erosion!r}")
@@ -301,10 +307,11 @@ class GeneratorLoss:
             terms["g_bg"] = self.c_bg * (fake.image * m - base * m).abs().mean()
         if self.c_binary > 0:  # a binary mask: the soft terms then measure what the thresholded features see
             terms["g_binary"] = self.c_binary * (4 * fake.alpha * (1 - fake.alpha)).mean()
-        if self.c_rec > 0 or self.c_tex > 0 or self.c_shape > 0 or self.c_size > 0:
+        if self.c_rec > 0 or self.c_tex > 0 or self.c_shape > 0 or self.c_size > 0 or self.c_stray > 0:
             if real_image is None or real_mask is None:
                 raise ValueError(
-                    "c_rec / c_tex / c_shape / c_size need the real nodules: pass real_image=... and real_mask=..."
+                    "c_rec / c_tex / c_shape / c_size / c_stray need the real nodules: "
+                    "pass real_image=... and real_mask=..."
                 )
             inside = (real_mask > 0).to(fake.image.dtype)
             if self.c_rec > 0:
@@ -330,5 +337,9 @@ class GeneratorLoss:
             if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it
                 dr = _equivalent_radius(fake.alpha) - _equivalent_radius(inside)
                 terms["g_size"] = self.c_size * dr.abs().mean()
+            if self.c_stray > 0:  # mask pixels farther than S/5 from the real nodule: speckle, never a nodule
+                r = max(1, inside.shape[-1] // 5)
+                far = 1.0 - F.max_pool2d(inside, 2 * r + 1, stride=1, padding=r)
+                terms["g_stray"] = self.c_stray * (fake.alpha * far).flatten(1).sum(1).mean()
         total = torch.stack(list(terms.values())).sum() if terms else fake.image.new_zeros(())
         return {"total": total, **terms}

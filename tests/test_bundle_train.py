@@ -78,7 +78,7 @@ def test_train_one_epoch_logs_everything_and_is_reproducible(meta_file, prepared
     assert wf.trainer.state.iteration == N_TRAIN // 4 and wf.trainer.state.epoch == 1
     tags, images = scalars(tmp_path / "a" / "tensorboard")
     # paired terms: on by default
-    g_terms = {"g_isc", "g_i", "g_is", "g_bg", "g_rec", "g_tex", "g_size", "g_binary", "g_shape"}
+    g_terms = {"g_isc", "g_i", "g_is", "g_bg", "g_rec", "g_tex", "g_size", "g_binary", "g_shape", "g_stray"}
     d_terms = {f"d_{p}_{h}" for p in ("real", "wrong", "wrongmask", "fake") for h in ("isc", "i", "is")}
     epoch_metrics = {"lr_g", "lr_d", "time_iteration_s", "time_data_s", "time_epoch_s"}
     assert set(tags) == {"g_loss", "d_loss"} | g_terms | d_terms | epoch_metrics

@@ -121,11 +121,11 @@ def test_losses_with_rna_condition_and_paired_terms():
     with pytest.raises(ValueError, match="pass rna"):
         dloss(d, real, real, real, real, fake)
     assert set(dloss(d, real, real, real, real, fake, rna=rna)) >= {"total", "d_real_isc", "d_fake_i"}
-    gloss = GeneratorLoss(condition="rna", c_rec=2.0, c_tex=3.0, c_shape=4.0, c_size=5.0, c_binary=6.0)
+    gloss = GeneratorLoss(condition="rna", c_rec=2.0, c_tex=3.0, c_shape=4.0, c_size=5.0, c_binary=6.0, c_stray=7.0)
     with pytest.raises(ValueError, match="real nodules"):
         gloss(d, fake, base, rna=rna)
     terms = gloss(d, fake, base, rna=rna, real_image=real, real_mask=real)
-    assert {"g_rec", "g_tex", "g_shape", "g_size", "g_binary"} <= set(terms)
+    assert {"g_rec", "g_tex", "g_shape", "g_size", "g_binary", "g_stray"} <= set(terms)
     assert torch.isclose(terms["total"], sum(v for k, v in terms.items() if k != "total"))
     terms["total"].backward()
     assert g.gene_encoder[0].weight.grad.abs().sum() > 0  # the encoder learns through the image
@@ -133,7 +133,7 @@ def test_losses_with_rna_condition_and_paired_terms():
     from rggan.networks import GeneratorOutput
 
     same = GeneratorOutput(embedding=fake.embedding, image=real, mask=real, switch=fake.switch, alpha=(real + 1) / 2)
-    zero = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, c_tex=1, c_shape=1, c_size=1, c_binary=1)(
+    zero = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=1, c_tex=1, c_shape=1, c_size=1, c_binary=1, c_stray=1)(
         d, same, base, real_image=real, real_mask=real
     )
     assert zero["total"].item() == pytest.approx(0.0, abs=1e-6)
@@ -200,6 +200,29 @@ def test_binary_term_is_zero_on_a_binary_mask_and_pushes_soft_alpha_to_the_neare
     got.backward()
     assert torch.all(alpha.grad[..., :4, :] > 0) and torch.all(alpha.grad[..., -4:, :] < 0)  # 0.2 -> 0, 0.9 -> 1
     assert torch.all(alpha.grad[..., 4:-4, :] == 0)  # 0.5 is the stationary point
+
+
+def test_stray_term_counts_mask_area_far_from_the_real_nodule_only():
+    from rggan.networks import GeneratorOutput
+
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32)
+    real = _disk(32, 7)[None, None] * 2 - 1
+    loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_stray=2.0)
+
+    def term(alpha: torch.Tensor) -> torch.Tensor:
+        out = GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=alpha * 2 - 1, switch=alpha, alpha=alpha)
+        return loss(d, out, real, real_image=real, real_mask=real)["g_stray"]
+
+    assert term(_disk(32, 10)[None, None]).item() == 0.0  # 3 px larger than the real nodule: within 32 / 5 px
+    speckle = _disk(32, 7)[None, None].clone()
+    speckle[..., :2, :2] = 0.8  # a 2 x 2 corner speckle
+    speckle.requires_grad_(True)
+    got = term(speckle)
+    assert got.item() == pytest.approx(2.0 * 4 * 0.8, rel=1e-6)
+    got.backward()
+    assert torch.all(speckle.grad[..., :2, :2] > 0) and speckle.grad[..., 8:24, 8:24].abs().sum() == 0
+    with pytest.raises(ValueError, match="real nodules"):
+        loss(d, GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=real, switch=real, alpha=real), real)
 
 
 def test_soft_irregularity_orders_shapes():

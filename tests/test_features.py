@@ -177,8 +177,12 @@ def test_contour_length_matches_skimage_find_contours(kind, spacing, sigma):
     field = F.pad(inside, (pad, pad, pad, pad))
     if sigma:
         field = _gaussian_smooth(field, sigma)
-    ours = contour_length(field, torch.tensor([spacing], dtype=torch.float64)).item()
+    sp = torch.tensor([spacing], dtype=torch.float64)
+    ours = contour_length(field, sp).item()
     assert ours == pytest.approx(_skimage_contour_length(field[0].numpy(), spacing), rel=1e-9)
+    # the crossed cells only (the CPU default) and every cell (the accelerator default) agree
+    dense = contour_length(field, sp, sparse=False).item()
+    assert contour_length(field, sp, sparse=True).item() == pytest.approx(dense, rel=1e-12)
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)

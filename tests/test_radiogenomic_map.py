@@ -408,6 +408,33 @@ def test_fast_map_on_an_rggenerator(tmp_path):
         fast_synthesis_map(g, req, GENES, directions=0)
 
 
+def test_exact_map_encodes_each_background_once_with_the_same_result(tmp_path):
+    """On an RGGenerator the exact map reuses each chunk's background encoding across the genes."""
+    from rggan.inference import build_inputs, load_generator
+
+    setup = make_setup(tmp_path)
+    g = load_generator(setup["ckpt"], setup["prepared"])
+    req = build_inputs(
+        setup["prepared"], num_genes=12, image_size=g.image_size, latent_size=g.latent_size, num_samples=2, split="all"
+    )
+    calls = []
+    g.background_encoder[0].register_forward_hook(lambda *_: calls.append(1))
+
+    class Whole(torch.nn.Module):  # the same generator, seen only through its forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.g = g
+
+        def forward(self, rna, z, base):
+            return self.g(rna, z, base)
+
+    reused = synthesis_map(g, req, GENES, batch_size=8)
+    n_reused, calls[:] = len(calls), []
+    whole = synthesis_map(Whole(), req, GENES, batch_size=8)
+    assert n_reused == -(-len(req) // 4) and len(calls) == len(GENES) * n_reused  # one per chunk vs one per batch
+    pd.testing.assert_frame_equal(reused["effect"], whole["effect"], rtol=1e-6, atol=1e-9)
+
+
 def test_radiogenomic_map_workflow_fast_method(tmp_path):
     setup = make_setup(tmp_path)
     out = tmp_path / "map"

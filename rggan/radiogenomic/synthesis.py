@@ -68,18 +68,25 @@ def _central_differences(
     delta: float,
     main_component_only: bool,
     hu_range: Sequence[float],
+    background: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``(f(rna + shift) - f(rna - shift)) / (2 delta)`` of every feature, for a batch of B requests.
 
     Args:
         inputs: ``(rna, z, base, spacing)`` of the batch.
         shift: (B, G) the shift of each row.
+        background: ``network.encode_background(cat([base, base]))`` when the network has one (it does
+            not depend on the genes, so one encoding serves every unit); None runs ``network`` whole.
 
     Returns:
         (B, F) effects, in :data:`rggan.features.FEATURE_NAMES` order (NaN where a mask is empty).
     """
     rna, z, base, spacing = inputs
-    out = network(torch.cat([rna + shift, rna - shift]), torch.cat([z, z]), torch.cat([base, base]))
+    pair = (torch.cat([rna + shift, rna - shift]), torch.cat([z, z]), torch.cat([base, base]))
+    if background is None:
+        out = network(*pair)
+    else:
+        out = network.synthesise(network.gene_encoder(pair[0]), pair[1], pair[2], background)
     sp = torch.cat([spacing, spacing])
     f = nodule_features(out.image, out.mask, sp, main_component_only=main_component_only, hu_range=hu_range)
     vals = torch.stack([f[k] for k in FEATURE_NAMES], dim=1)  # (2b, F)
@@ -138,16 +145,23 @@ def synthesis_map(
     pid = torch.tensor([patients.index(p) for p in labels], device=device)
     shift = float(delta) * unit_shifts(unit_idx, rna.shape[1], coexpression, device)
     sums = _EffectSums(n_units, len(patients), len(FEATURE_NAMES), device)
-    total = n_units * n_req
+    # the requests in chunks of about batch_size / 2 (each generated at +delta and -delta): a chunk's
+    # backgrounds are encoded once and serve every unit
     half = max(1, int(batch_size) // 2)
+    n_chunks = -(-n_req // half)
+    chunk = -(-n_req // n_chunks)
+    reuse = all(hasattr(network, a) for a in ("gene_encoder", "encode_background", "synthesise"))
+    jobs = [(c0, unit) for c0 in range(0, n_req, chunk) for unit in range(n_units)]
     desc = f"synthesis map ({n_units} units x {n_req} samples)"
-    starts = progress_bar(range(0, total, half), progress, desc=desc, unit="batch", disable=None)
+    current = None
     try:
-        for s in starts:
-            flat = torch.arange(s, min(s + half, total), device=device)
-            u, r = flat // n_req, flat % n_req
-            batch = (rna[r], z[r], base[r], spacing[r])
-            eff = _central_differences(network, batch, shift[u], delta, main_component_only, hu_range)
+        for c0, unit in progress_bar(jobs, progress, desc=desc, unit="batch", disable=None):
+            if c0 != current:
+                current, r = c0, torch.arange(c0, min(c0 + chunk, n_req), device=device)
+                batch = (rna[r], z[r], base[r], spacing[r])
+                background = network.encode_background(torch.cat([base[r], base[r]])) if reuse else None
+            u = torch.full_like(r, unit)
+            eff = _central_differences(network, batch, shift[u], delta, main_component_only, hu_range, background)
             sums.add(u, u * len(patients) + pid[r], eff)
     finally:
         network.train(was_training)
