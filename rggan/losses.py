@@ -118,6 +118,13 @@ def _equivalent_radius(m: Tensor) -> Tensor:
     return (m.flatten(1).sum(1) / torch.pi + 1e-6).sqrt() / m.shape[-1]
 
 
+def _dilate(m: Tensor, k: int) -> Tensor:
+    """Max filter of side ``k`` (odd) of (B, 1, S, S) ``m``, as a row then a column pass: the square max-pool's
+    values, 2-3x faster on the CPU (for masks without gradient: with ties the two routes differ)."""
+    p = k // 2
+    return F.max_pool2d(F.max_pool2d(m, (1, k), stride=1, padding=(0, p)), (k, 1), stride=1, padding=(p, 0))
+
+
 def soft_irregularity(alpha: Tensor) -> Tensor:
     """Differentiable ``1 - 4 pi area / perimeter^2`` of (B, 1, S, S) soft masks in [0, 1].
 
@@ -330,7 +337,7 @@ class GeneratorLoss:
                 _, sd_real = _masked_mean_std(real_image, inside)
                 terms["g_tex"] = self.c_tex * (sd_fake - sd_real).abs().mean()
             if self.c_shape > 0:  # the generated mask near the real nodule only (3 px band): no far-away speckle
-                near = F.max_pool2d(inside, 7, stride=1, padding=3)
+                near = _dilate(inside, 7)
                 irr_fake = soft_irregularity(fake.alpha * near)
                 irr_real = soft_irregularity(inside)
                 terms["g_shape"] = self.c_shape * (irr_fake - irr_real).abs().mean()
@@ -339,7 +346,7 @@ class GeneratorLoss:
                 terms["g_size"] = self.c_size * dr.abs().mean()
             if self.c_stray > 0:  # mask pixels farther than S/5 from the real nodule: speckle, never a nodule
                 r = max(1, inside.shape[-1] // 5)
-                far = 1.0 - F.max_pool2d(inside, 2 * r + 1, stride=1, padding=r)
+                far = 1.0 - _dilate(inside, 2 * r + 1)
                 terms["g_stray"] = self.c_stray * (fake.alpha * far).flatten(1).sum(1).mean()
         total = torch.stack(list(terms.values())).sum() if terms else fake.image.new_zeros(())
         return {"total": total, **terms}

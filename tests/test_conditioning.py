@@ -225,6 +225,16 @@ def test_stray_term_counts_mask_area_far_from_the_real_nodule_only():
         loss(d, GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=real, switch=real, alpha=real), real)
 
 
+def test_separable_dilation_equals_the_square_max_pool():
+    from rggan.losses import _dilate
+
+    torch.manual_seed(0)
+    masks = (torch.rand(6, 1, 32, 32) > 0.93).float()
+    for k in (3, 7, 13):
+        square = torch.nn.functional.max_pool2d(masks, k, 1, k // 2)
+        assert torch.equal(_dilate(masks, k), square) and square.sum() > masks.sum()
+
+
 def test_soft_irregularity_orders_shapes():
     disks = [soft_irregularity(_disk(32, r)[None, None]).item() for r in (4, 7, 10)]
     lobed = [soft_irregularity(_disk(32, 7, lobes=v)[None, None]).item() for v in (0.1, 0.2, 0.3)]

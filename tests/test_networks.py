@@ -221,8 +221,11 @@ def _saved_bytes(fn):
     return out, sum(seen.values())
 
 
-def test_synthesis_block_recomputes_its_elementwise_part_exactly():
-    """Training mode recomputes switch + AdaIN in backward: same outputs and gradients, far less kept."""
+def test_synthesis_block_recomputes_its_elementwise_part_exactly(monkeypatch):
+    """Training mode recomputes switch + AdaIN of a large block in backward: same outputs and gradients, far
+    less kept; a block below ``CHECKPOINT_MIN_NUMEL`` keeps its intermediates."""
+    import rggan.networks.generator as generator
+
     torch.manual_seed(0)
     block = SynthesisBlock(8).apply(init_weights).train()
     state = {k: v.clone() for k, v in block.state_dict().items()}
@@ -239,6 +242,9 @@ def test_synthesis_block_recomputes_its_elementwise_part_exactly():
         return out.detach(), s.detach(), grads, saved, [b.clone() for b in block.buffers()]
 
     plain = run(lambda x, skip, style: block._mix(block.convs(x), skip, style))
+    kept = run(block)  # 4 x 16 x 16 x 16 elements in h: below the threshold
+    assert kept[3] == plain[3] and torch.equal(kept[0], plain[0])
+    monkeypatch.setattr(generator, "CHECKPOINT_MIN_NUMEL", 4 * 16 * 16 * 16)
     recomputed = run(block)
     assert torch.equal(plain[0], recomputed[0]) and torch.equal(plain[1], recomputed[1])
     assert all(torch.equal(a, b) for a, b in zip(plain[2], recomputed[2]))

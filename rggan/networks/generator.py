@@ -153,9 +153,11 @@ class SynthesisBlock(nn.Module):
     and switch logits ``m``; ``s = (tanh m + 1) / 2``; ``out = skip * s + AdaIN(f * (1 - s), style)``.
     Returns ``(out, s)``.
 
-    Memory: when training with autograd on, the element-wise switch/AdaIN part is recomputed in the
-    backward pass (``torch.utils.checkpoint``) instead of keeping its ~10 full-size intermediates; it
-    holds no BatchNorm or randomness, so values and gradients are unchanged. The LeakyReLU works in place.
+    Memory: when training with autograd on, the element-wise switch/AdaIN part of a large block (at least
+    ``CHECKPOINT_MIN_NUMEL`` elements in ``h``) is recomputed in the backward pass (``torch.utils.checkpoint``)
+    instead of keeping its ~10 full-size intermediates; it holds no BatchNorm or randomness, so values and
+    gradients are unchanged. Small blocks keep them: there the recomputation costs time and saves nothing
+    that matters. The LeakyReLU works in place.
     """
 
     def __init__(self, channels: int, film_features: int = 0) -> None:
@@ -184,7 +186,7 @@ class SynthesisBlock(nn.Module):
 
     def mix(self, h: Tensor, skip: Tensor, style: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The switch/AdaIN (and FiLM) part on convolved features ``h = self.convs(x)``; returns ``(out, s)``."""
-        if self.training and h.requires_grad:  # False under no_grad / inference_mode
+        if self.training and h.requires_grad and h.numel() >= CHECKPOINT_MIN_NUMEL:  # False under no_grad
             out, s = checkpoint(self._mix, h, skip, style, use_reentrant=False)
         else:
             out, s = self._mix(h, skip, style)
@@ -197,6 +199,12 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Tensor, skip: Tensor, style: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.mix(self.convs(x), skip, style, u)
+
+
+#: blocks whose convolved features ``h`` have fewer elements keep the switch/AdaIN intermediates instead of
+#: recomputing them in the backward pass (16 MiB of float32; at batch 16, the paper size's 32² and 64² blocks
+#: are recomputed, its 16² block and every block of the 32² demo keep them)
+CHECKPOINT_MIN_NUMEL = 1 << 22
 
 
 def _radial_harmonics(size: int, harmonics: int) -> Tensor:
