@@ -202,9 +202,9 @@ class SynthesisBlock(nn.Module):
 
 
 #: blocks whose convolved features ``h`` have fewer elements keep the switch/AdaIN intermediates instead of
-#: recomputing them in the backward pass (16 MiB of float32; at batch 16, the paper size's 32² and 64² blocks
-#: are recomputed, its 16² block and every block of the 32² demo keep them)
-CHECKPOINT_MIN_NUMEL = 1 << 22
+#: recomputing them in the backward pass (4 MiB of float32; at batch 16 every block of the paper size is
+#: recomputed, as before, and every block of the 32² demo keeps them)
+CHECKPOINT_MIN_NUMEL = 1 << 20
 
 
 def _radial_harmonics(size: int, harmonics: int) -> Tensor:
