@@ -30,7 +30,9 @@ the generator loss can also ask for it (a conditional GAN with a reconstruction 
   only flatten them (``c_shape`` asks for their amount);
 * ``c_tex * mean|sd(x_hat in t > 0) - sd(x in s > 0)|``: the standard deviation of each image inside its
   own nodule mask (the texture, as the ``std_hu`` feature measures it, margin pixels included), which an
-  L1 term alone would smooth away;
+  L1 term alone would smooth away. With ``appearance_moves_mask=False`` this term and the image part of
+  ``c_rec`` train the foreground only: through the compositing they would otherwise shrink a nodule to
+  raise its SD (a smaller nodule holds more dark margin pixels);
 * ``c_size * mean|r(alpha) - r(s > 0)|``: the equivalent radius ``sqrt(area / pi)`` of the generated
   soft mask (``alpha`` summed) against the real mask's, as a fraction of the image side (so the
   coefficient does not depend on ``image_size``): the size as the ``equivalent_radius_mm`` feature
@@ -241,6 +243,11 @@ class GeneratorLoss:
         c_size: coefficient of the paired size term (equivalent radius of the mask, in image sides); 0: off.
         c_binary: coefficient of the binary-mask term ``mean(4 alpha (1 - alpha))``; 0: off.
         c_stray: coefficient of the stray-mask term (mask area far from the real nodule, pixels); 0: off.
+        appearance_moves_mask: whether the paired appearance terms (the image part of ``c_rec`` and ``c_tex``)
+            reach the mask through the compositing ``base (1 - alpha) + f alpha``. With False they
+            see the same image values but train the foreground ``f`` only: a nodule cannot grow or shrink to
+            match an HU or an SD (a smaller mask holds more margin pixels, and a higher SD), only ``c_size``,
+            ``c_shape``, the mask part of ``c_rec`` and D set its outline. Needs ``GeneratorOutput.foreground``.
         rec_smooth: side of the box filter applied to both images before the image part of ``c_rec``
             (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
             generated one towards its median, no texture at all; after a box filter the term asks for
@@ -267,6 +274,7 @@ class GeneratorLoss:
         c_size: float = 0.0,
         c_binary: float = 0.0,
         c_stray: float = 0.0,
+        appearance_moves_mask: bool = True,
     ) -> None:
         if isinstance(rec_smooth, bool) or not isinstance(rec_smooth, int) or rec_smooth < 1 or rec_smooth % 2 == 0:
             raise ValueError(f"rec_smooth must be an odd int >= 1 (1: per-pixel L1), got {rec_smooth!r}")
@@ -279,6 +287,7 @@ class GeneratorLoss:
         self.c_bg, self.c_rec, self.c_tex, self.c_shape = c["c_bg"], c["c_rec"], c["c_tex"], c["c_shape"]
         self.c_size, self.c_binary, self.c_stray = c["c_size"], c["c_binary"], c["c_stray"]
         self.condition = _check_condition(condition)
+        self.appearance_moves_mask = bool(appearance_moves_mask)
         if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
             raise ValueError(f"erosion must be an int >= 0, got {erosion!r}")
         if erosion > 1 and erosion % 2 == 0:
@@ -321,9 +330,17 @@ class GeneratorLoss:
                     "pass real_image=... and real_mask=..."
                 )
             inside = (real_mask > 0).to(fake.image.dtype)
+            look = fake.image  # what the appearance terms measure
+            if not self.appearance_moves_mask:
+                if fake.foreground is None:
+                    raise ValueError(
+                        "appearance_moves_mask=False needs the generator's foreground (GeneratorOutput.foreground)"
+                    )
+                a = fake.alpha.detach()
+                look = base * (1 - a) + fake.foreground * a  # the same values; no gradient into alpha
             if self.c_rec > 0:
                 n = inside.flatten(1).sum(1).clamp(min=1.0)
-                fake_i, real_i = fake.image, real_image
+                fake_i, real_i = look, real_image
                 if self.rec_smooth > 1:
                     k = self.rec_smooth
                     fake_i, real_i = (
@@ -333,7 +350,7 @@ class GeneratorLoss:
                 mask = fake.mask if fake.clean_mask is None else fake.clean_mask  # the outline before its lobes
                 terms["g_rec"] = self.c_rec * ((mask - real_mask).abs().mean() + img.mean())
             if self.c_tex > 0:  # each nodule's own mask, as the std_hu feature measures it
-                _, sd_fake = _masked_mean_std(fake.image, (fake.mask.detach() > 0).to(inside.dtype))
+                _, sd_fake = _masked_mean_std(look, (fake.mask.detach() > 0).to(inside.dtype))
                 _, sd_real = _masked_mean_std(real_image, inside)
                 terms["g_tex"] = self.c_tex * (sd_fake - sd_real).abs().mean()
             if self.c_shape > 0:  # the generated mask near the real nodule only (3 px band): no far-away speckle

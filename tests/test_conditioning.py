@@ -158,6 +158,35 @@ def test_reconstruction_asks_for_the_outline_before_the_margin_lobes():
     assert rec(lobed, real) == pytest.approx(0.0, abs=1e-6)  # with it, only the clean outline is asked for
     assert rec(real, lobed) == pytest.approx(rec(lobed, None))
 
+def test_appearance_terms_can_leave_the_mask_to_the_shape_terms():
+    """appearance_moves_mask=False: c_rec's image part and c_tex keep their values but train f only."""
+    from rggan.networks import GeneratorOutput
+
+    torch.manual_seed(0)
+    g = RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, texture_noise=True).apply(init_weights)
+    rna, z, base = torch.randn(4, 12), torch.randn(4, 4), torch.randn(4, 1, 32, 32) * 0.1 - 0.8
+    real_mask = (_disk(32, 7) * 2 - 1).expand(4, 1, 32, 32)
+    real = torch.where(real_mask > 0, 0.2 * torch.randn(4, 1, 32, 32), torch.tensor(-0.8))
+    grads, values = {}, {}
+    for moves in (True, False):
+        out = g(rna, z, base)
+        assert torch.allclose(out.image, base * (1 - out.alpha) + out.foreground * out.alpha)
+        out.alpha.retain_grad()
+        loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_rec=10, c_tex=200, appearance_moves_mask=moves)
+        terms = loss(None, out, base, real_image=real, real_mask=real_mask)
+        values[moves] = {k: v.item() for k, v in terms.items()}
+        (terms["g_rec"] + terms["g_tex"]).backward()
+        grads[moves] = out.alpha.grad
+    assert values[True] == pytest.approx(values[False], rel=1e-6)
+    assert grads[True].abs().sum() > 0  # by default an HU or SD target moves the outline
+    assert grads[False] is None  # here it cannot
+    bare = GeneratorOutput(embedding=torch.zeros(4, 8), image=real, mask=real_mask, switch=real_mask, alpha=real_mask)
+    with pytest.raises(ValueError, match="foreground"):
+        GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_tex=1, appearance_moves_mask=False)(
+            None, bare, base, real_image=real, real_mask=real_mask
+        )
+
+
 def test_size_term_is_the_equivalent_radius_difference_in_image_sides_and_pulls_towards_it():
     from rggan.networks import GeneratorOutput
 

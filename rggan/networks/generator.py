@@ -80,6 +80,7 @@ class GeneratorOutput:
             not an intensity and not a probability of nodule).
         alpha: (B, 1, S, S) compositing weight of the generated foreground (1 = generated pixel).
         clean_mask: (B, 1, S, S) the mask channel before the margin lobes (``margin_harmonics``), else None.
+        foreground: (B, 1, S, S) the generated foreground ``f`` (texture noise included) before compositing.
     """
 
     embedding: Tensor
@@ -88,6 +89,7 @@ class GeneratorOutput:
     switch: Tensor
     alpha: Tensor
     clean_mask: Tensor | None = None
+    foreground: Tensor | None = None
 
     def detach(self) -> GeneratorOutput:
         """A copy with every tensor detached from the graph (for samplers, EMA checks, the D step)."""
@@ -403,5 +405,6 @@ class RGGenerator(nn.Module):
         alpha = (torch.tanh(t) + 1) / 2 if self.double_tanh else (t + 1) / 2
         image = base * (1 - alpha) + fg * alpha
         return GeneratorOutput(
-            embedding=e, image=image, mask=t, switch=switch.mean(dim=1, keepdim=True), alpha=alpha, clean_mask=clean
+            embedding=e, image=image, mask=t, switch=switch.mean(dim=1, keepdim=True), alpha=alpha, clean_mask=clean,
+            foreground=fg,
         )
