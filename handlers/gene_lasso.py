@@ -37,8 +37,15 @@ class GeneGroupLasso:
         self.tau = float(tau)
 
     def attach(self, engine: Engine) -> None:
-        """One proximal step after every iteration."""
+        """One proximal step after every iteration; ``engine.state.metrics["active_genes"]`` at every epoch end.
+
+        Attach it before the metric loggers (``StatsHandler``, ``TensorBoardStatsHandler``) so they log the count.
+        """
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._record_active_genes)
+
+    def _record_active_genes(self, engine: Engine) -> None:
+        engine.state.metrics["active_genes"] = self.active_genes()
 
     @torch.no_grad()
     def step(self) -> None:

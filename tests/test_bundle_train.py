@@ -80,9 +80,12 @@ def test_train_one_epoch_logs_everything_and_is_reproducible(meta_file, prepared
     # paired terms: on by default
     g_terms = {"g_isc", "g_i", "g_is", "g_bg", "g_rec", "g_tex", "g_size", "g_binary", "g_shape", "g_stray"}
     d_terms = {f"d_{p}_{h}" for p in ("real", "wrong", "wrongmask", "fake") for h in ("isc", "i", "is")}
-    epoch_metrics = {"lr_g", "lr_d", "time_iteration_s", "time_data_s", "time_epoch_s"}
+    epoch_metrics = {"lr_g", "lr_d", "time_iteration_s", "time_data_s", "time_epoch_s", "active_genes"}
     assert set(tags) == {"g_loss", "d_loss"} | g_terms | d_terms | epoch_metrics
     assert [s for s, _ in tags["g_loss"]] == [1, 2] and tags["lr_g"] == [(1, pytest.approx(1e-4))]
+    from rggan.data.dataset import read_datalist_info
+
+    assert tags["active_genes"] == [(1, read_datalist_info(prepared)["num_genes"])]  # one epoch zeroes no gene
     assert images == {"samples"}
     assert (tmp_path / "a" / "samples" / "samples_epoch=1.png").is_file()
     ckpt = torch.load(find_latest_checkpoint(tmp_path / "a" / "models"), weights_only=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from PIL import Image
 from rggan.handlers import (
     CheckpointSaver,
@@ -260,6 +260,36 @@ def test_foreach_ema_matches_ignite_ema():
     for a, b in zip(ours.ema_model.state_dict().values(), ref.ema_model.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert not torch.equal(ours.ema_model[0].weight, live[0].weight)
+
+
+def test_gene_group_lasso_zeroes_the_genes_without_signal_and_reports_how_many_remain():
+    """Proximal steps on a real Ignite engine: columns whose gradient steps do not outgrow tau reach exactly 0."""
+    from rggan.handlers import GeneGroupLasso
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 4, bias=False)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(64, 6)
+    y = 2.0 * x[:, :1].expand(-1, 4)  # only gene 0 carries the target
+
+    def step(engine, _):
+        opt.zero_grad()
+        loss = ((layer(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    engine = Engine(step)
+    lasso = GeneGroupLasso(layer, tau=0.02)
+    lasso.attach(engine)
+    epochs = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(e.state.metrics["active_genes"]))
+    engine.run(range(20), max_epochs=5)
+    norms = layer.weight.norm(dim=0)
+    assert norms[0] > 1.0 and torch.all(norms[1:] == 0)
+    assert epochs[-1] == lasso.active_genes() == 1 and epochs[0] >= epochs[-1]
+    with pytest.raises(ValueError, match="tau"):
+        GeneGroupLasso(layer, tau=-1.0)
 
 
 def test_best_generator_saver_keeps_the_best_and_writes_it_as_model_pt(tmp_path):
