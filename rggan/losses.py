@@ -331,7 +331,7 @@ class GeneratorLoss:
                 )
             inside = (real_mask > 0).to(fake.image.dtype)
             look = fake.image  # what the appearance terms measure
-            if not self.appearance_moves_mask:
+            if not self.appearance_moves_mask and (self.c_rec > 0 or self.c_tex > 0):
                 if fake.foreground is None:
                     raise ValueError(
                         "appearance_moves_mask=False needs the generator's foreground (GeneratorOutput.foreground)"

@@ -158,6 +158,7 @@ def test_reconstruction_asks_for_the_outline_before_the_margin_lobes():
     assert rec(lobed, real) == pytest.approx(0.0, abs=1e-6)  # with it, only the clean outline is asked for
     assert rec(real, lobed) == pytest.approx(rec(lobed, None))
 
+
 def test_appearance_terms_can_leave_the_mask_to_the_shape_terms():
     """appearance_moves_mask=False: c_rec's image part and c_tex keep their values but train f only."""
     from rggan.networks import GeneratorOutput
