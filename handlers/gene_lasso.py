@@ -15,6 +15,8 @@ weights; genes that do not are removed from the encoder, and from the map.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
@@ -28,13 +30,26 @@ class GeneGroupLasso:
     Args:
         layer: the encoder's first linear layer (``generator.gene_encoder[0]``).
         tau: shrinkage of each gene column's norm per iteration (``lr * lambda`` of proximal gradient); 0: off.
+        scales: optional per-gene multipliers of ``tau`` (the adaptive group lasso,
+            :func:`rggan.adaptive_lasso.adaptive_lasso_scales`); None: the same ``tau`` for every gene.
     """
 
-    def __init__(self, layer: nn.Linear, tau: float = 2e-4) -> None:
+    def __init__(self, layer: nn.Linear, tau: float = 2e-4, scales: Sequence[float] | None = None) -> None:
         if tau < 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         self.layer = layer
         self.tau = float(tau)
+        n_genes = layer.weight.shape[1]
+        if scales is None:
+            self.taus = torch.full((1, n_genes), self.tau)
+        else:
+            s = torch.as_tensor(scales, dtype=torch.float32).reshape(1, -1)
+            if s.shape[1] != n_genes or not bool((s >= 0).all()):
+                raise ValueError(
+                    f"scales must be {n_genes} non-negative numbers (one per gene), got shape {tuple(s.shape)}"
+                )
+            self.taus = self.tau * s
+        self.taus = self.taus.to(layer.weight.device, layer.weight.dtype)
 
     def attach(self, engine: Engine) -> None:
         """One proximal step after every iteration; ``engine.state.metrics["active_genes"]`` at every epoch end.
@@ -54,7 +69,7 @@ class GeneGroupLasso:
             return
         w = self.layer.weight
         norms = w.norm(dim=0, keepdim=True)
-        w.mul_((1 - self.tau / norms.clamp(min=1e-12)).clamp(min=0))
+        w.mul_((1 - self.taus / norms.clamp(min=1e-12)).clamp(min=0))
 
     def __call__(self, engine: Engine) -> None:
         """:meth:`step`."""

@@ -351,3 +351,18 @@ def test_conditioning_probe_reports_hu_in_the_prepared_window(tmp_path):
     for key in ("gene_effect_hu", "z_effect_hu", "gene_effect_nodule_hu"):
         assert result[key] == pytest.approx(base[key] * 900.0 / 750.0, rel=1e-5)
     assert result["isc_gap_train"] == base["isc_gap_train"]  # logits do not depend on the window
+
+
+def test_gene_group_lasso_scales_shrink_each_gene_by_its_own_tau():
+    """Adaptive weights: one proximal step shrinks column g's norm by exactly tau * scales[g] (never below 0)."""
+    from rggan.handlers import GeneGroupLasso
+
+    layer = torch.nn.Linear(3, 4, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.ones(4, 3))  # every column has norm 2
+    GeneGroupLasso(layer, tau=0.5, scales=[0.0, 1.0, 10.0]).step()
+    assert torch.allclose(layer.weight.norm(dim=0), torch.tensor([2.0, 1.5, 0.0]))
+    with pytest.raises(ValueError, match="one per gene"):
+        GeneGroupLasso(layer, tau=0.5, scales=[1.0, 1.0])
+    with pytest.raises(ValueError, match="one per gene"):
+        GeneGroupLasso(layer, tau=0.5, scales=[1.0, -1.0, 1.0])

@@ -1,0 +1,152 @@
+"""Per-gene weights of the adaptive group lasso on the gene encoder (Zou 2006; Huang, Ma & Zhang 2008).
+
+With more genes than patients, the encoder's first layer can fit the training nodules with any mix of
+co-expressed genes, and gradient training (Adam, a uniform group lasso) spreads the weight over a driver's
+whole co-expression module. The adaptive lasso penalises each gene in inverse proportion to an initial
+estimate of its importance ``a_g``; with more genes than patients the estimate may be the marginal
+association (Huang, Ma & Zhang 2008, Statistica Sinica 18) or a joint fit. Two are offered, both measured
+over the TRAINING patients only against the real nodules' features (those of the conventional map):
+
+* ``ridge`` (the default): the gene's largest |coefficient| in a ridge fit of the features on the
+  expression; of two co-expressed genes, the one that explains a feature gets the larger coefficient;
+* ``marginal``: the gene's largest |Spearman| with the features; it cannot tell a driver from its partners.
+
+The weight is::
+
+    scale_g = clip((median_h a_h / a_g) ** gamma, 1 / max_scale, max_scale)
+
+so the median gene keeps the uniform shrinkage, genes with a stronger association are shrunk less and the
+rest more. The held-out patients never enter the weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from rggan.errors import InputError
+
+__all__ = [
+    "ASSOCIATIONS",
+    "adaptive_lasso_scales",
+    "gene_association",
+    "marginal_association",
+    "ridge_association",
+    "ridge_scores",
+]
+
+#: The initial estimates :func:`gene_association` offers.
+ASSOCIATIONS = ("ridge", "marginal")
+
+
+def _split_arrays(dataset_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(patients, genes) expression and (patients, features) real-nodule features of one split, finite rows."""
+    from rggan.data.dataset import load_datalist
+    from rggan.intensity import hu_range_of
+    from rggan.radiogenomic.conventional import real_features
+
+    items = load_datalist(dataset_dir, split)
+    if len(items) < 3:
+        raise InputError(f"{dataset_dir}: the adaptive gene lasso needs >= 3 {split} patients, got {len(items)}")
+    features = real_features(items, hu_range_of(dataset_dir)).to_numpy(np.float64)
+    expression = np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in items])
+    ok = np.isfinite(features).all(axis=1)
+    return expression[ok], features[ok]
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+def marginal_association(dataset_dir: str | os.PathLike, split: str = "training") -> np.ndarray:
+    """Each gene's largest |Spearman| with the real nodules' features over the patients of one split.
+
+    Args:
+        dataset_dir: a prepared folder (``datalist.json``, ``gene_transform.json``).
+        split: the datalist split whose patients are measured (never the held-out one for training).
+
+    Returns:
+        (genes,) float64 in [0, 1], in the prepared gene order; a constant gene gives 0.
+    """
+    from rggan.radiogenomic.correlation import spearman_matrix
+
+    expression, features = _split_arrays(dataset_dir, split)
+    rho, _ = spearman_matrix(expression, features)
+    return np.nan_to_num(np.abs(rho), nan=0.0).max(axis=1)
+
+
+def ridge_association(dataset_dir: str | os.PathLike, split: str = "training", lam: float = 100.0) -> np.ndarray:
+    """Each gene's largest |ridge coefficient| over the real nodules' features, each feature's scaled to max 1.
+
+    A joint fit, unlike the marginal association: of two co-expressed genes the one that explains a feature
+    gets the larger coefficient. Genes and features are standardised over the split's patients; the fit is
+    the dual form ``X^T (X X^T + lam I)^-1 Y``, so its cost grows with the patients, not the genes.
+
+    Args:
+        dataset_dir: a prepared folder; split: the datalist split (never the held-out one for training).
+        lam: the ridge penalty on the standardised data.
+
+    Returns:
+        (genes,) float64 in [0, 1], in the prepared gene order.
+    """
+    return ridge_scores(*_split_arrays(dataset_dir, split), lam=lam)
+
+
+def ridge_scores(expression: np.ndarray, features: np.ndarray, lam: float = 100.0) -> np.ndarray:
+    """:func:`ridge_association` on arrays.
+
+    Args:
+        expression: (patients, genes); features: (patients, features); lam: the ridge penalty (> 0).
+
+    Returns:
+        (genes,) float64 in [0, 1]: each gene's largest |coefficient|, each feature's coefficients scaled to max 1.
+    """
+    if lam <= 0:
+        raise ValueError(f"lam must be > 0, got {lam}")
+    x, y = _standardise(np.asarray(expression, np.float64)), _standardise(np.asarray(features, np.float64))
+    coef = np.abs(x.T @ np.linalg.solve(x @ x.T + lam * np.eye(len(x)), y))  # genes x features
+    top = coef.max(axis=0, keepdims=True)
+    return (coef / np.where(top > 0, top, 1.0)).max(axis=1)
+
+
+def gene_association(dataset_dir: str | os.PathLike, method: str = "ridge", split: str = "training") -> np.ndarray:
+    """The initial estimate of each gene's importance: ``"ridge"`` (:func:`ridge_association`) or ``"marginal"``.
+
+    Args:
+        dataset_dir: a prepared folder; method: one of :data:`ASSOCIATIONS`; split: the datalist split.
+
+    Returns:
+        (genes,) float64 in [0, 1].
+    """
+    if method == "ridge":
+        return ridge_association(dataset_dir, split)
+    if method == "marginal":
+        return marginal_association(dataset_dir, split)
+    raise ValueError(f"gene_association {method!r} is unknown: use one of {', '.join(ASSOCIATIONS)}")
+
+
+def adaptive_lasso_scales(association: np.ndarray, gamma: float, max_scale: float = 100.0) -> np.ndarray:
+    """Per-gene multipliers of the group-lasso shrinkage from the genes' association.
+
+    Args:
+        association: (genes,) non-negative initial importance (:func:`marginal_association`).
+        gamma: the adaptive exponent; 0 gives uniform weights (the plain group lasso).
+        max_scale: the weights are clipped to ``[1 / max_scale, max_scale]``.
+
+    Returns:
+        (genes,) float64 weights; the gene at the median association gets 1.
+    """
+    a = np.asarray(association, dtype=np.float64)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if gamma == 0 or a.size == 0:
+        return np.ones_like(a)
+    median = float(np.median(a))
+    if median <= 0:
+        raise InputError(
+            "the adaptive gene lasso needs genes associated with the features: the median association is 0"
+        )
+    scale = (median / np.maximum(a, 1e-12)) ** gamma
+    return np.clip(scale, 1.0 / max_scale, max_scale)

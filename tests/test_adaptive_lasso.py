@@ -1,0 +1,61 @@
+"""The adaptive group lasso's per-gene weights, on a real prepared demo download."""
+
+import numpy as np
+import pytest
+
+from rggan.adaptive_lasso import adaptive_lasso_scales, gene_association, marginal_association
+from rggan.data.rna import GeneTransform
+from rggan.errors import InputError
+
+
+def test_marginal_association_ranks_the_planted_drivers_above_the_median_gene(prepared_demo):
+    folder = prepared_demo.output_dir
+    genes = GeneTransform.load(folder / "gene_transform.json").genes
+    a = marginal_association(folder)
+    assert a.shape == (len(genes),) and np.all((a >= 0) & (a <= 1))
+    drivers = [g for g in ("MKI67", "LRIG1", "POSTN", "HPGD", "SPI1", "GDF15", "VIM", "CDH2") if g in genes]
+    assert len(drivers) >= 6
+    median = np.median(a)
+    above = [g for g in drivers if a[genes.index(g)] > median]
+    print({g: round(float(a[genes.index(g)]), 3) for g in drivers}, "median", round(float(median), 3))
+    assert len(above) >= len(drivers) - 1
+    scales = adaptive_lasso_scales(a, gamma=2.0)
+    assert np.all(scales[[genes.index(g) for g in above]] < 1.0)
+    # the default, joint estimate: also in [0, 1], its strongest gene at 1
+    ridge = gene_association(folder)
+    assert ridge.shape == a.shape and ridge.max() == pytest.approx(1.0) and ridge.min() >= 0
+    assert np.median(ridge[[genes.index(g) for g in drivers]]) > np.median(ridge)
+    with pytest.raises(ValueError, match="gene_association 'lasso' is unknown"):
+        gene_association(folder, "lasso")
+
+
+def test_adaptive_lasso_scales_are_one_at_the_median_decrease_with_association_and_are_clipped():
+    a = np.array([0.0, 0.1, 0.2, 0.4, 0.8])
+    s = adaptive_lasso_scales(a, gamma=1.0, max_scale=10.0)
+    assert s[2] == pytest.approx(1.0) and s[3] == pytest.approx(0.5) and s[1] == pytest.approx(2.0)
+    assert s[0] == pytest.approx(10.0) and np.all(np.diff(s) < 0)
+    assert adaptive_lasso_scales(a, gamma=2.0)[3] == pytest.approx(0.25)
+    assert np.all(adaptive_lasso_scales(a, gamma=0.0) == 1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        adaptive_lasso_scales(a, gamma=-1.0)
+    with pytest.raises(InputError, match="median association is 0"):
+        adaptive_lasso_scales(np.zeros(4), gamma=1.0)
+
+
+def test_ridge_scores_prefer_the_driver_to_its_co_expressed_partner():
+    """Two genes correlated 0.9, only the first drives the feature: the marginal view barely tells them apart,
+    the joint ridge fit gives the driver clearly more."""
+    from rggan.adaptive_lasso import ridge_scores
+
+    rng = np.random.default_rng(0)
+    n, genes = 80, 40
+    x = rng.standard_normal((n, genes))
+    x[:, 1] = 0.9 * x[:, 0] + np.sqrt(1 - 0.81) * rng.standard_normal(n)
+    y = (x[:, 0] + 0.5 * rng.standard_normal(n))[:, None]
+    marginal = np.abs(np.corrcoef(x.T, y.T)[-1, :-1])
+    ridge = ridge_scores(x, y, lam=10.0)
+    assert ridge[0] == pytest.approx(1.0) and np.all(ridge <= 1.0) and np.all(ridge >= 0.0)
+    assert marginal[1] / marginal[0] > 0.8 and ridge[1] / ridge[0] < 0.6
+    assert np.argsort(-ridge)[0] == 0 and np.median(ridge) < 0.3
+    with pytest.raises(ValueError, match="lam"):
+        ridge_scores(x, y, lam=0.0)
