@@ -40,16 +40,10 @@ class GeneGroupLasso:
         self.layer = layer
         self.tau = float(tau)
         n_genes = layer.weight.shape[1]
-        if scales is None:
-            self.taus = torch.full((1, n_genes), self.tau)
-        else:
-            s = torch.as_tensor(scales, dtype=torch.float32).reshape(1, -1)
-            if s.shape[1] != n_genes or not bool((s >= 0).all()):
-                raise ValueError(
-                    f"scales must be {n_genes} non-negative numbers (one per gene), got shape {tuple(s.shape)}"
-                )
-            self.taus = self.tau * s
-        self.taus = self.taus.to(layer.weight.device, layer.weight.dtype)
+        s = torch.ones(1, n_genes) if scales is None else torch.as_tensor(scales, dtype=torch.float32).reshape(1, -1)
+        if s.shape[1] != n_genes or not bool((s >= 0).all()):
+            raise ValueError(f"scales must be {n_genes} non-negative numbers (one per gene), got {tuple(s.shape)}")
+        self.taus = (self.tau * s).to(layer.weight.device, layer.weight.dtype)  # per-column shrinkage
 
     def attach(self, engine: Engine) -> None:
         """One proximal step after every iteration; ``engine.state.metrics["active_genes"]`` at every epoch end.

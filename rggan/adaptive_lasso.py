@@ -131,7 +131,7 @@ def adaptive_lasso_scales(association: np.ndarray, gamma: float, max_scale: floa
     """Per-gene multipliers of the group-lasso shrinkage from the genes' association.
 
     Args:
-        association: (genes,) non-negative initial importance (:func:`marginal_association`).
+        association: (genes,) non-negative initial importance (:func:`gene_association`).
         gamma: the adaptive exponent; 0 gives uniform weights (the plain group lasso).
         max_scale: the weights are clipped to ``[1 / max_scale, max_scale]``.
 
