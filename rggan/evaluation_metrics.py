@@ -18,7 +18,10 @@ background patch ``base_index``, latents fixed by ``seed`` as in :mod:`rggan.inp
 * **diversity** across latents and across patients (:mod:`rggan.diversity`);
 * on demo data (``demo_truth.json`` found or given): planted-association recovery of both radiogenomic
   maps (:func:`rggan.radiogenomic_map.score_against_truth`), the synthesis map computed over
-  ``map_split`` patients with ``map_latents`` latents.
+  ``map_split`` patients with ``map_latents`` latents; and the **fidelity ceiling**
+  (:func:`fidelity_ceiling`): the patient fidelity a generator would score if it drew each held-out
+  patient's planted phenotype exactly. One 2D slice measures a 3D phenotype with noise (a lobe may miss
+  the slice), so over ~20 held-out patients no generator can be expected to exceed it.
 
 :func:`key_metric` condenses the metrics into one model-selection score, :func:`scalar_metrics` into the
 headline numbers logged during training.
@@ -46,6 +49,7 @@ __all__ = [
     "w1_distance",
     "feature_realism",
     "patient_fidelity",
+    "fidelity_ceiling",
     "intensity_metrics",
     "planted_recovery",
     "evaluate_generator",
@@ -117,6 +121,39 @@ def patient_fidelity(gen: pd.DataFrame, real: pd.DataFrame) -> dict[str, float]:
         ok = len(both) >= 3 and both.iloc[:, 0].nunique() > 1 and both.iloc[:, 1].nunique() > 1
         fidelity[f] = float(spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic) if ok else float("nan")
     return fidelity
+
+
+def fidelity_ceiling(real: pd.DataFrame, truth: Mapping[str, Any]) -> dict[str, float]:
+    """Per feature of a planted phenotype, the fidelity of a generator that knew each patient's phenotype.
+
+    Args:
+        real: real feature table indexed by patient (the held-out patients).
+        truth: the demo truth (:func:`rggan.radiogenomic.truth.load_truth`).
+
+    Returns:
+        ``{feature: rho}``: Spearman across the patients of ``real`` between the real feature and the
+        patient's planted phenotype value (the features of :data:`rggan.radiogenomic.truth.PHENOTYPE_FEATURES`);
+        NaN with fewer than 3 patients in the truth.
+    """
+    from scipy.stats import spearmanr
+
+    from rggan.radiogenomic.truth import PHENOTYPE_FEATURES
+
+    patients = truth.get("patients") or {}
+    out = {}
+    for phenotype, features in PHENOTYPE_FEATURES.items():
+        planted = pd.Series(
+            {p: float(patients[p]["phenotypes"][phenotype]) for p in real.index
+             if phenotype in (patients.get(p) or {}).get("phenotypes", {})},
+            dtype=np.float64,
+        )  # fmt: skip
+        for f in features:
+            if f not in real.columns:
+                continue
+            both = pd.concat([real[f], planted], axis=1, join="inner").dropna()
+            ok = len(both) >= 3 and both.iloc[:, 0].nunique() > 1 and both.iloc[:, 1].nunique() > 1
+            out[f] = float(spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic) if ok else float("nan")
+    return out
 
 
 def _inside_minus_outside(hu: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
@@ -337,6 +374,9 @@ def evaluate_generator(
             map_delta=map_delta, map_perturbation=map_perturbation, main_component_only=main_component_only,
             hu_range=hu_range,
         )  # fmt: skip
+        from rggan.radiogenomic.truth import load_truth
+
+        metrics["patient_fidelity_ceiling"] = fidelity_ceiling(real, load_truth(truth_path))
     return {"metrics": metrics, "generated_features": gen, "real_features": real}
 
 

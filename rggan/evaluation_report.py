@@ -60,8 +60,11 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     lines += [fr.to_string(float_format=lambda v: f"{v:.4g}"), ""]
     if "patient_fidelity_spearman" in metrics:
         lines.append("Patient fidelity (Spearman across patients, real feature vs mean generated feature):")
+        ceiling = metrics.get("patient_fidelity_ceiling") or {}
+        if ceiling:
+            lines.append("  (ceiling: the same with each patient's planted phenotype for the generated feature)")
         for k, v in metrics["patient_fidelity_spearman"].items():
-            lines.append(f"  {k:40s} {v:.4g}")
+            lines.append(f"  {k:40s} {v:.4g}" + (f"   ceiling {ceiling[k]:.4g}" if k in ceiling else ""))
         lines.append("")
     for section in ("background_preservation", "mask_image_consistency", "diversity"):
         lines.append(section.replace("_", " ").capitalize() + ":")

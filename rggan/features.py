@@ -181,7 +181,8 @@ def contour_length(field: Tensor, spacing: Tensor, level: float = 0.5, sparse: b
 
     def dist(e1: str, e2: str) -> Tensor:
         (y1, x1), (y2, x2) = pts[e1], pts[e2]
-        return torch.sqrt(((y1 - y2) * sy) ** 2 + ((x1 - x2) * sx) ** 2)
+        # the 1e-16 mm^2 keeps the gradient finite for the coincident points of uncrossed edges (sqrt at 0)
+        return torch.sqrt(((y1 - y2) * sy) ** 2 + ((x1 - x2) * sx) ** 2 + 1e-16)
 
     n_cross = sum(cross[e].to(torch.int64) for e in cross)
     edges = list(pts)

@@ -42,9 +42,15 @@ the generator loss can also ask for it (a conditional GAN with a reconstruction 
   soft alpha: on a binary mask the two agree, and no faint halo or frame of alpha is left around the
   nodule. Needs no real nodule.
 * ``c_shape * mean|irr(alpha) - irr(s)|``: the margin irregularity ``1 - 4 pi area / perimeter^2`` of
-  the generated soft mask against the real mask's (:func:`soft_irregularity`), both inside a 3-pixel band
-  around the real nodule, since the exact lobes of a real margin are not predictable from genes and an
-  L1 term alone would round every margin;
+  the generated mask against the real mask's, inside a 3-pixel band around the real nodule, since the
+  exact lobes of a real margin are not predictable from genes and an L1 term alone would round every
+  margin. The generated margin is measured by the total variation of the soft mask
+  (:func:`soft_irregularity`, ``shape_measure="tv"``) or by the zero level set of the mask channel, traced
+  with sub-pixel crossings (:func:`level_set_irregularity`, ``"level_set"``). The real margin is measured
+  by TV too (``shape_target="tv"``) or by the ``irregularity`` feature itself (``"feature"``). TV reads a
+  binary mask's pixel staircase as margin (a digital disc reads about 0.02 above its feature) and a soft,
+  anti-aliased edge as smooth, so with a TV target G is asked for more irregularity than the real nodule
+  has, and draws it;
 * ``c_stray * mean(sum of alpha farther than S/5 pixels from the real nodule)``: the generated mask's
   area, in pixels, where no real nodule of that patient reaches (speckle in the patch corners, which
   every feature counts and the band of ``c_shape`` does not see).
@@ -67,9 +73,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rggan.features import _gaussian_smooth, _smooth_radius, contour_length, nodule_features
 from rggan.networks import DiscriminatorOutput, GeneratorOutput
 
-__all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask", "soft_irregularity"]
+__all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask", "level_set_irregularity", "soft_irregularity"]
 
 DNet = Callable[[Tensor, Tensor, Tensor], DiscriminatorOutput]
 
@@ -142,6 +149,42 @@ def soft_irregularity(alpha: Tensor) -> Tensor:
     perimeter = (gx**2 + gy**2 + 1e-6).sqrt().flatten(1).sum(1)
     area = a.flatten(1).sum(1)
     return 1.0 - 4.0 * torch.pi * area / perimeter.clamp(min=1e-3) ** 2
+
+
+def level_set_irregularity(mask: Tensor, sigma: float = 0.5) -> Tensor:
+    """Differentiable ``1 - 4 pi area / perimeter^2`` of the outline ``mask == 0`` of (B, 1, S, S) masks.
+
+    The outline is where the features put it when they threshold the mask at 0. The perimeter is the
+    length of the zero level set of the mask channel, Gaussian-smoothed by ``sigma`` pixels, traced by
+    marching squares with linearly interpolated crossings (:func:`rggan.features.contour_length`); the
+    area is each pixel's sub-pixel coverage ``clamp(0.5 + t / |grad t|, 0, 1)`` (the signed distance to the
+    zero crossing, central differences), so a faint halo below 0 adds no area. The gradient moves the
+    crossings, i.e. the outline itself. ``sigma`` 0.5 makes a generated mask's reading agree with the
+    ``irregularity`` feature of its thresholded self (the feature smooths the binary mask by 0.75 px; the
+    generated edge is already about a pixel soft). Pixels outside the region of interest should carry
+    mask -1 (background); the patch is padded with -1.
+
+    Args:
+        mask: (B, 1, S, S) mask channel in [-1, 1], nodule where > 0.
+        sigma: Gaussian smoothing (pixels) of the mask before tracing; 0: none.
+
+    Returns:
+        (B,) irregularity in the dtype of ``mask``; 1 for an empty mask.
+    """
+    field = mask[:, 0].to(torch.float64)
+    if sigma > 0:
+        pad = _smooth_radius(sigma)
+        field = _gaussian_smooth(F.pad(field, (pad, pad, pad, pad), value=-1.0), float(sigma))
+    else:
+        field = F.pad(field, (1, 1, 1, 1), value=-1.0)
+    unit = torch.ones(field.shape[0], 2, dtype=torch.float64, device=field.device)
+    perimeter = contour_length(field, unit, 0.0)
+    m = F.pad(mask, (1, 1, 1, 1), value=-1.0)
+    gy = (m[:, :, 2:, 1:-1] - m[:, :, :-2, 1:-1]) / 2
+    gx = (m[:, :, 1:-1, 2:] - m[:, :, 1:-1, :-2]) / 2
+    coverage = (0.5 + mask / (gx**2 + gy**2 + 1e-12).sqrt().clamp(min=1e-3)).clamp(0.0, 1.0)
+    area = coverage.flatten(1).sum(1).to(torch.float64)
+    return (1.0 - 4.0 * torch.pi * area / perimeter.clamp(min=1.0) ** 2).to(mask.dtype)
 
 
 def background_mask(mask: Tensor, erosion: int = 5) -> Tensor:
@@ -239,7 +282,12 @@ class GeneratorLoss:
         condition: ``"embedding"`` (D's ISC head sees G's attached embedding: the paper) or ``"rna"``.
         c_rec: coefficient of the paired reconstruction term (mask + image inside the real nodule); 0: off.
         c_tex: coefficient of the paired texture term (SD inside the real nodule); 0: off.
-        c_shape: coefficient of the paired margin term (soft irregularity of the mask); 0: off.
+        c_shape: coefficient of the paired margin term (irregularity of the mask); 0: off.
+        shape_measure: how ``c_shape`` measures the generated margin: ``"tv"`` (total variation of the soft
+            mask, :func:`soft_irregularity`) or ``"level_set"`` (the mask's zero level set,
+            :func:`level_set_irregularity`).
+        shape_target: how it measures the real margin: ``"tv"`` (:func:`soft_irregularity` of the binary
+            real mask) or ``"feature"`` (the ``irregularity`` feature, as the evaluation measures it).
         c_size: coefficient of the paired size term (equivalent radius of the mask, in image sides); 0: off.
         c_binary: coefficient of the binary-mask term ``mean(4 alpha (1 - alpha))``; 0: off.
         c_stray: coefficient of the stray-mask term (mask area far from the real nodule, pixels); 0: off.
@@ -275,7 +323,14 @@ class GeneratorLoss:
         c_binary: float = 0.0,
         c_stray: float = 0.0,
         appearance_moves_mask: bool = True,
+        shape_measure: str = "tv",
+        shape_target: str = "tv",
     ) -> None:
+        if shape_measure not in ("tv", "level_set"):
+            raise ValueError(f"shape_measure must be 'tv' or 'level_set', got {shape_measure!r}")
+        if shape_target not in ("tv", "feature"):
+            raise ValueError(f"shape_target must be 'tv' or 'feature', got {shape_target!r}")
+        self.shape_measure, self.shape_target = shape_measure, shape_target
         if isinstance(rec_smooth, bool) or not isinstance(rec_smooth, int) or rec_smooth < 1 or rec_smooth % 2 == 0:
             raise ValueError(f"rec_smooth must be an odd int >= 1 (1: per-pixel L1), got {rec_smooth!r}")
         self.rec_smooth = rec_smooth
@@ -355,8 +410,14 @@ class GeneratorLoss:
                 terms["g_tex"] = self.c_tex * (sd_fake - sd_real).abs().mean()
             if self.c_shape > 0:  # the generated mask near the real nodule only (3 px band): no far-away speckle
                 near = _dilate(inside, 7)
-                irr_fake = soft_irregularity(fake.alpha * near)
-                irr_real = soft_irregularity(inside)
+                if self.shape_measure == "level_set":  # the outline where thresholding the mask puts it
+                    irr_fake = level_set_irregularity(fake.mask * near + (near - 1))
+                else:
+                    irr_fake = soft_irregularity(fake.alpha * near)
+                if self.shape_target == "feature":  # as the evaluation measures the real nodule
+                    irr_real = nodule_features(real_image, inside)["irregularity"].to(irr_fake.dtype)
+                else:
+                    irr_real = soft_irregularity(inside)
                 terms["g_shape"] = self.c_shape * (irr_fake - irr_real).abs().mean()
             if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it
                 dr = _equivalent_radius(fake.alpha) - _equivalent_radius(inside)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rggan.losses import DiscriminatorLoss, GeneratorLoss, soft_irregularity
+from rggan.losses import DiscriminatorLoss, GeneratorLoss, level_set_irregularity, soft_irregularity
 from rggan.networks import RGDiscriminator, RGGenerator, init_weights
 from rggan.networks.discriminator import dihedral_translate
 
@@ -270,6 +270,80 @@ def test_soft_irregularity_orders_shapes():
     lobed = [soft_irregularity(_disk(32, 7, lobes=v)[None, None]).item() for v in (0.1, 0.2, 0.3)]
     assert max(disks) < 0.06  # a digital disk is nearly compact at every size
     assert disks[-1] < lobed[0] < lobed[1] < lobed[2]
+
+
+def _soft_lobed(s: int, r: float, lobes: float, sharpness: float = 1.5) -> torch.Tensor:
+    """(1, 1, s, s) mask channel in [-1, 1]: tanh of a signed radial distance (an anti-aliased outline)."""
+    yy, xx = torch.meshgrid(torch.arange(s).float() - s / 2, torch.arange(s).float() - s / 2, indexing="ij")
+    rad = r * (1 + lobes * torch.cos(5 * torch.atan2(yy, xx)))
+    return torch.tanh(sharpness * (rad - (yy**2 + xx**2).sqrt()))[None, None]
+
+
+def test_level_set_irregularity_reads_the_thresholded_outline():
+    """On a binary disc the TV measure reads the pixel staircase as margin (its target for a real mask is
+    inflated); the level-set reading of a soft outline stays near the feature of its thresholded self."""
+    from rggan.features import nodule_features
+
+    disc = _disk(32, 7)[None, None]
+    assert soft_irregularity(disc).item() > nodule_features(torch.zeros_like(disc), disc)["irregularity"].item() + 0.01
+    for sharpness in (1.5, 3.0):  # a generated edge is about a pixel soft
+        readings = []
+        for lobes in (0.0, 0.05, 0.1, 0.2):
+            t = _soft_lobed(32, 7, lobes, sharpness)
+            feature = nodule_features(torch.zeros_like(t), t)["irregularity"].item()  # thresholded at 0
+            readings.append(level_set_irregularity(t).item())
+            assert abs(readings[-1] - feature) < 0.03, (sharpness, lobes, readings[-1], feature)
+        assert readings == sorted(readings)
+    # its gradient moves the outline: descending it rounds the thresholded margin
+    t = _soft_lobed(32, 7, 0.2).clone().requires_grad_(True)
+    before = nodule_features(torch.zeros_like(t), t.detach())["irregularity"].item()
+    opt = torch.optim.SGD([t], lr=20.0)
+    for _ in range(20):
+        opt.zero_grad()
+        level_set_irregularity(t).sum().backward()
+        assert torch.isfinite(t.grad).all()
+        opt.step()
+        with torch.no_grad():
+            t.clamp_(-1, 1)
+    after = nodule_features(torch.zeros_like(t), t.detach())["irregularity"].item()
+    assert after < before - 0.02, (before, after)
+
+
+def test_feature_target_asks_for_the_real_margin_not_its_pixel_staircase():
+    """Against a real digital disc, the soft outline that minimises ``g_shape`` is a disc with the feature
+    target, and a lobed outline with the TV target (which reads the real mask's staircase as margin)."""
+    from rggan.features import nodule_features
+    from rggan.networks import GeneratorOutput
+
+    real = _disk(32, 7)[None, None] * 2 - 1
+    real_irr = nodule_features(real, real)["irregularity"].item()
+    for target, (lo, hi) in (("feature", (0.0, 0.015)), ("tv", (0.025, 1.0))):
+        loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_shape=1, shape_target=target)
+        best = None
+        for lobes in torch.arange(0, 0.2, 0.005).tolist():
+            t = _soft_lobed(32, 7, lobes)
+            out = GeneratorOutput(embedding=torch.zeros(1, 8), image=real, mask=t, switch=t, alpha=(t + 1) / 2)
+            value = loss(None, out, real, real_image=real, real_mask=real)["g_shape"].item()
+            if best is None or value < best[0]:
+                best = (value, nodule_features(real, t)["irregularity"].item())
+        assert lo <= best[1] - real_irr <= hi, (target, best, real_irr)
+    with pytest.raises(ValueError, match="shape_target"):
+        GeneratorLoss(shape_target="contour")
+
+
+def test_generator_loss_level_set_shape_measure():
+    torch.manual_seed(0)
+    g = RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32).apply(init_weights)
+    d = RGDiscriminator(embed_dim=8, d_n_feat=4, image_size=32)
+    real = _disk(32, 7).expand(4, 1, 32, 32) * 2 - 1
+    fake = g(torch.randn(4, 12), torch.randn(4, 4), torch.zeros(4, 1, 32, 32))
+    loss = GeneratorLoss(c_isc=0, c_i=0, c_is=0, c_bg=0, c_shape=1, shape_measure="level_set")
+    term = loss(d, fake, real, real_image=real, real_mask=real)["g_shape"]
+    term.backward()
+    assert torch.isfinite(term) and term > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.head.parameters())  # reaches the head
+    with pytest.raises(ValueError, match="shape_measure"):
+        GeneratorLoss(shape_measure="contour")
 
 
 def test_texture_noise_is_a_deterministic_function_of_z():

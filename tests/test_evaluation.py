@@ -55,6 +55,8 @@ def test_evaluate_workflow(tmp_path):
     assert bp is not None and 0 <= bp <= 1500
     assert 0 <= metrics["mask_image_consistency"]["empty_mask_fraction"] <= 1
     assert metrics["diversity"]["pairs"] == 2 * 3 and metrics["diversity"]["ms_ssim_scales"] == 2
+    planted_features = {"equivalent_radius_mm", "area_mm2", "mean_hu", "std_hu", "irregularity"}
+    assert set(metrics["patient_fidelity_ceiling"]) == planted_features
     pr = metrics["planted_recovery"]
     assert len(pr["synthesis"]) == 5 and pr["main_drivers"]["conventional"]["n_pairs"] == 8
     text = (out / "metrics.txt").read_text()
@@ -62,6 +64,24 @@ def test_evaluate_workflow(tmp_path):
     gen = pd.read_csv(out / "generated_features.csv", index_col=0)
     assert len(gen) == 6 and "patient" in gen.columns
     assert not leftovers(tmp_path)
+
+
+def test_fidelity_ceiling_correlates_the_real_feature_with_the_planted_phenotype():
+    from rggan.evaluation_metrics import fidelity_ceiling
+
+    patients = [f"R01-{i:03d}" for i in range(6)]
+    planted = [0.05, 0.20, 0.10, 0.30, 0.00, 0.15]
+    truth = {"patients": {p: {"phenotypes": {"irregularity": v, "mean_hu": -v}} for p, v in zip(patients, planted)}}
+    truth["patients"]["R01-099"] = {"phenotypes": {"irregularity": 1.0}}  # not held out: ignored
+    real = pd.DataFrame(
+        {"irregularity": [0.01, 0.04, 0.03, 0.05, 0.02, 0.035], "mean_hu": [1, 2, 3, 4, 5, 6], "std_hu": 0.0},
+        index=patients,
+    )
+    ceiling = fidelity_ceiling(real, truth)
+    assert ceiling["irregularity"] == pytest.approx(0.9429, abs=1e-3)  # one pair of neighbours swapped
+    assert ceiling["mean_hu"] == pytest.approx(-0.0286, abs=1e-3)
+    assert math.isnan(ceiling["std_hu"])  # no planted texture in this truth
+    assert "equivalent_radius_mm" not in ceiling  # not a column of ``real``
 
 
 def test_format_metrics_handles_nan():
