@@ -134,6 +134,13 @@ def _dilate(m: Tensor, k: int) -> Tensor:
     return F.max_pool2d(F.max_pool2d(m, (1, k), stride=1, padding=(0, p)), (k, 1), stride=1, padding=(p, 0))
 
 
+def _gradient_norm(x: Tensor, eps: float) -> Tensor:
+    """``sqrt(gx^2 + gy^2 + eps)`` of (B, 1, H, W) ``x`` by central differences, on the (H-2, W-2) interior."""
+    gy = (x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1]) / 2
+    gx = (x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]) / 2
+    return (gx**2 + gy**2 + eps).sqrt()
+
+
 def soft_irregularity(alpha: Tensor) -> Tensor:
     """Differentiable ``1 - 4 pi area / perimeter^2`` of (B, 1, S, S) soft masks in [0, 1].
 
@@ -144,9 +151,7 @@ def soft_irregularity(alpha: Tensor) -> Tensor:
     k = torch.tensor([1.0, 2.0, 1.0], device=alpha.device, dtype=alpha.dtype)
     k = (k[:, None] * k[None, :] / 16.0)[None, None]
     a = F.conv2d(F.pad(alpha, (1, 1, 1, 1)), k)
-    gy = (a[:, :, 2:, 1:-1] - a[:, :, :-2, 1:-1]) / 2
-    gx = (a[:, :, 1:-1, 2:] - a[:, :, 1:-1, :-2]) / 2
-    perimeter = (gx**2 + gy**2 + 1e-6).sqrt().flatten(1).sum(1)
+    perimeter = _gradient_norm(a, 1e-6).flatten(1).sum(1)
     area = a.flatten(1).sum(1)
     return 1.0 - 4.0 * torch.pi * area / perimeter.clamp(min=1e-3) ** 2
 
@@ -179,10 +184,8 @@ def level_set_irregularity(mask: Tensor, sigma: float = 0.5) -> Tensor:
         field = F.pad(field, (1, 1, 1, 1), value=-1.0)
     unit = torch.ones(field.shape[0], 2, dtype=torch.float64, device=field.device)
     perimeter = contour_length(field, unit, 0.0)
-    m = F.pad(mask, (1, 1, 1, 1), value=-1.0)
-    gy = (m[:, :, 2:, 1:-1] - m[:, :, :-2, 1:-1]) / 2
-    gx = (m[:, :, 1:-1, 2:] - m[:, :, 1:-1, :-2]) / 2
-    coverage = (0.5 + mask / (gx**2 + gy**2 + 1e-12).sqrt().clamp(min=1e-3)).clamp(0.0, 1.0)
+    grad = _gradient_norm(F.pad(mask, (1, 1, 1, 1), value=-1.0), 1e-12)
+    coverage = (0.5 + mask / grad.clamp(min=1e-3)).clamp(0.0, 1.0)
     area = coverage.flatten(1).sum(1).to(torch.float64)
     return (1.0 - 4.0 * torch.pi * area / perimeter.clamp(min=1.0) ** 2).to(mask.dtype)
 
