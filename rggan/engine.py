@@ -12,7 +12,9 @@ Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`
   (``.embedding .image .mask .switch``);
 * ``d_loss_function(d_network, image, mask, wrong_image, wrong_mask, fake, backward=f, rna=rna) -> {"total": ..., ...}``
   (detaches the fakes itself and calls ``f`` on each pair's loss right after that pair's D call);
-* ``g_loss_function(d_network, fake, base, rna=rna, real_image=image, real_mask=mask) -> {"total": ..., <term>: ...}``.
+* ``g_loss_function(d_network, fake, base, rna=rna, real_image=image, real_mask=mask) -> {"total": ..., <term>: ...}``;
+  a loss whose ``paired_samples`` attribute is 2 also gets ``fake2=g_inferer(rna, g_network, z2, base)``, a
+  second sample with independent latents ``z2`` (the CRPS paired terms of :class:`rggan.losses.GeneratorLoss`).
 
 ``engine.state.output`` after each iteration (a plain, batched dict)::
 
@@ -246,8 +248,12 @@ class RGGanTrainer(GanTrainer):
             with self._autocast():
                 fake = engine.g_inferer(rna, g_net, z, base)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        extra = {}
+        if getattr(engine.g_loss_function, "paired_samples", 1) > 1:  # a second sample, independent latents
+            with self._autocast():
+                extra["fake2"] = engine.g_inferer(rna, g_net, self._latents(engine, image.shape[0]), base)
         with self._autocast():
-            g_out = engine.g_loss_function(d_net, fake, base, rna=rna, real_image=image, real_mask=mask)
+            g_out = engine.g_loss_function(d_net, fake, base, rna=rna, real_image=image, real_mask=mask, **extra)
         engine.g_scaler.scale(g_out["total"]).backward()
         engine.g_scaler.step(engine.g_optimizer)
         engine.g_scaler.update()

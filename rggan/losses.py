@@ -55,6 +55,12 @@ the generator loss can also ask for it (a conditional GAN with a reconstruction 
   area, in pixels, where no real nodule of that patient reaches (speckle in the patch corners, which
   every feature counts and the band of ``c_shape`` does not see).
 
+``paired_score="crps"`` scores ``c_rec``, ``c_tex``, ``c_shape`` and ``c_size`` with two samples of the same
+(rna, base) and independent latents, ``(d(x1, y) + d(x2, y)) / 2 - d(x1, x2) / 2`` with ``d`` the term's own
+L1 distance: the continuous ranked probability score (Gneiting & Raftery 2007), whose optimum is the true
+conditional distribution where the one-sample L1 asks for its median. It is never negative (triangle
+inequality), and equals the L1 score when both samples coincide.
+
 Each loss returns a dict of 0-d tensors: ``"total"`` plus one key per *weighted* term
 (``total == sum of the terms``). A coefficient of 0 removes its term: the key is absent and, where
 that saves work, nothing is computed (``"total"`` is still a tensor). No ``.item()`` or other host
@@ -205,6 +211,31 @@ def background_mask(mask: Tensor, erosion: int = 5) -> Tensor:
     return m
 
 
+def _rec_distance(a: Tensor, b: Tensor, inside: Tensor) -> Tensor:
+    """Per sample: mean |mask difference| + mean over the real nodule of |smoothed image difference|.
+
+    ``a`` and ``b`` are (B, 2, S, S): the mask channel, then the (box-filtered) image.
+    """
+    n = inside.flatten(1).sum(1).clamp(min=1.0)
+    mask = (a[:, :1] - b[:, :1]).abs().flatten(1).mean(1)
+    image = ((a[:, 1:] - b[:, 1:]).abs() * inside).flatten(1).sum(1) / n
+    return mask + image
+
+
+def _abs_distance(a: Tensor, b: Tensor, inside: Tensor) -> Tensor:
+    """Per sample |a - b| of a scalar measurement (B,)."""
+    return (a - b).abs()
+
+
+#: the per-sample L1 distance of each paired term (its quantities: ``GeneratorLoss._real_quantities``)
+_PAIRED_DISTANCE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "rec": _rec_distance,
+    "tex": _abs_distance,
+    "shape": _abs_distance,
+    "size": _abs_distance,
+}
+
+
 def _need_rna(rna: Tensor | None) -> Tensor:
     if rna is None:
         raise ValueError("condition='rna' needs the batch's expression vectors: pass rna=...")
@@ -303,6 +334,12 @@ class GeneratorLoss:
             (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
             generated one towards its median, no texture at all; after a box filter the term asks for
             the patient's HU where the filter averages the texture out.
+        paired_score: how the paired terms (``c_rec``, ``c_tex``, ``c_shape``, ``c_size``) score the generated
+            nodules against the patient's real one: ``"l1"`` (``d(x, y)``, the L1 distance ``d`` of one
+            sample: its optimum is the conditional median, every latent drawing the same nodule) or
+            ``"crps"`` (``(d(x1, y) + d(x2, y)) / 2 - d(x1, x2) / 2`` over two samples with independent
+            latents: the continuous ranked probability score, a proper scoring rule whose optimum is the
+            true conditional distribution, so the latents carry what the genes do not predict).
 
     Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
     ``"g_tex"``, ``"g_shape"``, ``"g_size"``, ``"g_binary"``, ``"g_stray"`` (those with a non-zero
@@ -328,7 +365,13 @@ class GeneratorLoss:
         appearance_moves_mask: bool = True,
         shape_measure: str = "tv",
         shape_target: str = "tv",
+        paired_score: str = "l1",
     ) -> None:
+        if paired_score not in ("l1", "crps"):
+            raise ValueError(f"paired_score must be 'l1' or 'crps', got {paired_score!r}")
+        self.paired_score = paired_score
+        #: generated samples per (rna, base) the trainer passes: 2 (``fake`` and ``fake2``) with CRPS
+        self.paired_samples = 2 if paired_score == "crps" else 1
         if shape_measure not in ("tv", "level_set"):
             raise ValueError(f"shape_measure must be 'tv' or 'level_set', got {shape_measure!r}")
         if shape_target not in ("tv", "feature"):
@@ -352,6 +395,52 @@ class GeneratorLoss:
             raise ValueError(f"erosion must be odd (a centred square kernel) or 0/1 to disable, got {erosion}")
         self.erosion = erosion
 
+    def _smooth(self, x: Tensor) -> Tensor:
+        k = self.rec_smooth
+        return x if k <= 1 else F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+
+    def _real_quantities(self, real_image: Tensor, real_mask: Tensor, inside: Tensor) -> dict[str, Tensor]:
+        """What each paired term compares, measured on the real nodules (keys ``rec tex shape size``)."""
+        q: dict[str, Tensor] = {}
+        if self.c_rec > 0:
+            q["rec"] = torch.cat([real_mask, self._smooth(real_image)], dim=1)
+        if self.c_tex > 0:
+            q["tex"] = _masked_mean_std(real_image, inside)[1]
+        if self.c_shape > 0:
+            if self.shape_target == "feature":  # as the evaluation measures the real nodule
+                q["shape"] = nodule_features(real_image, inside)["irregularity"].to(inside.dtype)
+            else:
+                q["shape"] = soft_irregularity(inside)
+        if self.c_size > 0:
+            q["size"] = _equivalent_radius(inside)
+        return q
+
+    def _fake_quantities(self, fake: GeneratorOutput, base: Tensor, inside: Tensor) -> dict[str, Tensor]:
+        """The same quantities measured on one batch of generated nodules."""
+        look = fake.image  # what the appearance terms measure
+        if not self.appearance_moves_mask and (self.c_rec > 0 or self.c_tex > 0):
+            if fake.foreground is None:
+                raise ValueError(
+                    "appearance_moves_mask=False needs the generator's foreground (GeneratorOutput.foreground)"
+                )
+            a = fake.alpha.detach()
+            look = base * (1 - a) + fake.foreground * a  # the same values; no gradient into alpha
+        q: dict[str, Tensor] = {}
+        if self.c_rec > 0:
+            mask = fake.mask if fake.clean_mask is None else fake.clean_mask  # the outline before its lobes
+            q["rec"] = torch.cat([mask, self._smooth(look)], dim=1)
+        if self.c_tex > 0:  # each nodule's own mask, as the std_hu feature measures it
+            q["tex"] = _masked_mean_std(look, (fake.mask.detach() > 0).to(inside.dtype))[1]
+        if self.c_shape > 0:  # the generated mask near the real nodule only (3 px band): no far-away speckle
+            near = _dilate(inside, 7)
+            if self.shape_measure == "level_set":  # the outline where thresholding the mask puts it
+                q["shape"] = level_set_irregularity(fake.mask * near + (near - 1))
+            else:
+                q["shape"] = soft_irregularity(fake.alpha * near)
+        if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it
+            q["size"] = _equivalent_radius(fake.alpha)
+        return q
+
     def __call__(
         self,
         d_net: DNet,
@@ -361,13 +450,16 @@ class GeneratorLoss:
         rna: Tensor | None = None,
         real_image: Tensor | None = None,
         real_mask: Tensor | None = None,
+        fake2: GeneratorOutput | None = None,
     ) -> dict[str, Tensor]:
         """Compute the G loss for ``fake`` composited on ``base`` (the same base G was given).
 
         Args:
             rna: (B, G) expression vectors; required with ``condition="rna"``.
-            real_image, real_mask: the patients' real nodule crops; required when ``c_rec`` or
-                ``c_tex`` is non-zero.
+            real_image, real_mask: the patients' real nodule crops; required when a paired term
+                (``c_rec``, ``c_tex``, ``c_shape``, ``c_size``, ``c_stray``) is non-zero.
+            fake2: a second sample of the same (rna, base) with independent latents; required with
+                ``paired_score="crps"`` (:attr:`paired_samples` is then 2), used by the paired terms only.
         """
         terms: dict[str, Tensor] = {}
         active = [h for h in _HEADS if self.coefficients[h] > 0]
@@ -387,44 +479,22 @@ class GeneratorLoss:
                     "c_rec / c_tex / c_shape / c_size / c_stray need the real nodules: "
                     "pass real_image=... and real_mask=..."
                 )
+            if self.paired_score == "crps" and fake2 is None:
+                raise ValueError("paired_score='crps' needs a second sample: pass fake2=G(rna, z2, base)")
             inside = (real_mask > 0).to(fake.image.dtype)
-            look = fake.image  # what the appearance terms measure
-            if not self.appearance_moves_mask and (self.c_rec > 0 or self.c_tex > 0):
-                if fake.foreground is None:
-                    raise ValueError(
-                        "appearance_moves_mask=False needs the generator's foreground (GeneratorOutput.foreground)"
-                    )
-                a = fake.alpha.detach()
-                look = base * (1 - a) + fake.foreground * a  # the same values; no gradient into alpha
-            if self.c_rec > 0:
-                n = inside.flatten(1).sum(1).clamp(min=1.0)
-                fake_i, real_i = look, real_image
-                if self.rec_smooth > 1:
-                    k = self.rec_smooth
-                    fake_i, real_i = (
-                        F.avg_pool2d(t, k, stride=1, padding=k // 2, count_include_pad=False) for t in (fake_i, real_i)
-                    )
-                img = ((fake_i - real_i).abs() * inside).flatten(1).sum(1) / n
-                mask = fake.mask if fake.clean_mask is None else fake.clean_mask  # the outline before its lobes
-                terms["g_rec"] = self.c_rec * ((mask - real_mask).abs().mean() + img.mean())
-            if self.c_tex > 0:  # each nodule's own mask, as the std_hu feature measures it
-                _, sd_fake = _masked_mean_std(look, (fake.mask.detach() > 0).to(inside.dtype))
-                _, sd_real = _masked_mean_std(real_image, inside)
-                terms["g_tex"] = self.c_tex * (sd_fake - sd_real).abs().mean()
-            if self.c_shape > 0:  # the generated mask near the real nodule only (3 px band): no far-away speckle
-                near = _dilate(inside, 7)
-                if self.shape_measure == "level_set":  # the outline where thresholding the mask puts it
-                    irr_fake = level_set_irregularity(fake.mask * near + (near - 1))
-                else:
-                    irr_fake = soft_irregularity(fake.alpha * near)
-                if self.shape_target == "feature":  # as the evaluation measures the real nodule
-                    irr_real = nodule_features(real_image, inside)["irregularity"].to(irr_fake.dtype)
-                else:
-                    irr_real = soft_irregularity(inside)
-                terms["g_shape"] = self.c_shape * (irr_fake - irr_real).abs().mean()
-            if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it
-                dr = _equivalent_radius(fake.alpha) - _equivalent_radius(inside)
-                terms["g_size"] = self.c_size * dr.abs().mean()
+            real = self._real_quantities(real_image, real_mask, inside)
+            q1 = self._fake_quantities(fake, base, inside)
+            q2 = self._fake_quantities(fake2, base, inside) if self.paired_score == "crps" else None
+            paired = {"rec": self.c_rec, "tex": self.c_tex, "shape": self.c_shape, "size": self.c_size}
+            for name, coeff in paired.items():
+                if coeff > 0:
+                    dist = _PAIRED_DISTANCE[name]
+                    if q2 is None:
+                        score = dist(q1[name], real[name], inside)
+                    else:  # CRPS of the two-sample generated distribution at the real value (>= 0)
+                        score = 0.5 * (dist(q1[name], real[name], inside) + dist(q2[name], real[name], inside))
+                        score = score - 0.5 * dist(q1[name], q2[name], inside)
+                    terms[f"g_{name}"] = coeff * score.mean()
             if self.c_stray > 0:  # mask pixels farther than S/5 from the real nodule: speckle, never a nodule
                 r = max(1, inside.shape[-1] // 5)
                 far = 1.0 - _dilate(inside, 2 * r + 1)

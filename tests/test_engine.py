@@ -9,6 +9,7 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.data import DataLoader
+from monai.inferers import SimpleInferer
 from monai.utils import GanKeys, set_determinism
 
 from rggan.data.dataset import RGGANDataset, load_datalist
@@ -56,7 +57,7 @@ class _Spy(torch.optim.Adam):
         return out
 
 
-def make_trainer(prepared, *, batch_size=4, epochs=1, spy_log=None, seed=0, **kwargs):
+def make_trainer(prepared, *, batch_size=4, epochs=1, spy_log=None, seed=0, g_loss=None, **kwargs):
     set_determinism(seed)
     g = RGGenerator(GENES, embed_dim=EMBED, latent_size=LATENT, g_n_feat=2, image_size=S).apply(init_weights)
     d = RGDiscriminator(embed_dim=EMBED, d_n_feat=2, image_size=S).apply(init_weights)
@@ -73,7 +74,7 @@ def make_trainer(prepared, *, batch_size=4, epochs=1, spy_log=None, seed=0, **kw
         train_data_loader=loader,
         g_network=g,
         g_optimizer=g_opt,
-        g_loss_function=GeneratorLoss(erosion=3),
+        g_loss_function=g_loss or GeneratorLoss(erosion=3),
         d_network=d,
         d_optimizer=d_opt,
         d_loss_function=DiscriminatorLoss(),
@@ -145,6 +146,33 @@ def test_d_train_steps_and_update_latents(prepared):
     assert trainer.g_network.training
     assert math.isfinite(outputs[0][GanKeys.DLOSS]) and len(outputs[0]["d_terms"]) == 12
     assert not trainer.amp and not trainer.g_scaler.is_enabled()  # amp is off by default
+
+
+class _RecordingInferer(SimpleInferer):
+    """The default inferer, recording the (rna, z, base) of every generator call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, ...]] = []
+
+    def __call__(self, rna, network, z, base, *args, **kwargs):
+        self.calls.append((rna.clone(), z.clone(), base.clone()))
+        return super().__call__(rna, network, z, base, *args, **kwargs)
+
+
+def test_crps_loss_gets_a_second_sample_with_independent_latents(prepared):
+    inferer = _RecordingInferer()
+    loss = GeneratorLoss(erosion=3, c_rec=1.0, c_tex=1.0, c_size=1.0, paired_score="crps")
+    trainer, outputs = make_trainer(prepared, batch_size=4, epoch_length=1, g_loss=loss, g_inferer=inferer)
+    trainer.run()
+    assert len(inferer.calls) == 2  # the fakes D saw, then the second sample for the paired terms
+    (rna1, z1, base1), (rna2, z2, base2) = inferer.calls
+    assert torch.equal(rna1, rna2) and torch.equal(base1, base2) and not torch.equal(z1, z2)
+    assert {"g_rec", "g_tex", "g_size"} <= set(outputs[0]["g_terms"])
+    assert all(math.isfinite(v) for v in loss_scalars(outputs[0]).values())
+    plain = _RecordingInferer()
+    make_trainer(prepared, batch_size=4, epoch_length=1, g_inferer=plain)[0].run()
+    assert len(plain.calls) == 1  # an L1 loss: one generator call per iteration
 
 
 def test_same_seed_same_losses(prepared):

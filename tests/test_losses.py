@@ -430,3 +430,58 @@ def test_d_loss_backward_per_pair_gives_the_same_gradients():
     for n, p in d.named_parameters():
         torch.testing.assert_close(p.grad, once[n], rtol=1e-5, atol=1e-6)
     assert all(p.grad is None for p in g.parameters())  # fakes and embedding stay detached
+
+
+def _disc_output(radius: torch.Tensor, size: int = 32) -> GeneratorOutput:
+    """Soft discs of the given radii (pixels) at the patch centre, as a generator would draw them."""
+    yy, xx = torch.meshgrid(torch.arange(size) - size / 2, torch.arange(size) - size / 2, indexing="ij")
+    rho = (yy**2 + xx**2).sqrt()
+    t = torch.tanh(2.0 * (radius[:, None, None, None] - rho))  # the mask channel, > 0 inside
+    alpha = (t + 1) / 2
+    n = radius.shape[0]
+    return GeneratorOutput(
+        embedding=torch.zeros(n, 1), image=alpha.clone(), mask=t, switch=torch.zeros(n, 1, 1, 1), alpha=alpha
+    )
+
+
+@pytest.mark.parametrize("score", ["l1", "crps"])
+def test_crps_paired_score_learns_the_spread_that_l1_averages_away(score):
+    """Real radii ~ 6 +- 1.5 px, not predictable from the condition: the generated radius a + b z must
+    learn b ~ 1.5 px under CRPS (the conditional distribution), while L1 drives b to ~0 (the median)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.tensor(5.0, requires_grad=True), torch.tensor(0.5, requires_grad=True)
+    loss = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0, c_bg=0.0, c_size=1.0, paired_score=score)
+    assert loss.paired_samples == (2 if score == "crps" else 1)
+    opt = torch.optim.Adam([a, b], lr=0.03)
+    for _ in range(400):
+        real = _disc_output(6.0 + 1.5 * torch.randn(64, generator=gen)).mask.detach()
+        z1, z2 = torch.randn(64, generator=gen), torch.randn(64, generator=gen)
+        fake2 = _disc_output(a + b * z2) if score == "crps" else None
+        out = loss(None, _disc_output(a + b * z1), real, real_image=real, real_mask=real, fake2=fake2)
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+    assert abs(a.item() - 6.0) < 0.3  # both scores find the centre
+    if score == "crps":
+        assert 1.1 < abs(b.item()) < 1.9, b.item()
+    else:
+        assert abs(b.item()) < 0.3, b.item()
+
+
+def test_crps_with_one_sample_twice_is_the_l1_score_and_needs_fake2():
+    gen = torch.Generator().manual_seed(1)
+    fake = _disc_output(4 + 4 * torch.rand(4, generator=gen))
+    real = _disc_output(4 + 4 * torch.rand(4, generator=gen)).mask.detach()
+    image = torch.rand(4, 1, 32, 32, generator=gen) * 2 - 1
+    kw = dict(c_isc=0.0, c_i=0.0, c_is=0.0, c_bg=0.0, c_rec=10.0, c_tex=600.0, c_shape=200.0, c_size=640.0)
+    l1 = GeneratorLoss(**kw)(None, fake, real, real_image=image, real_mask=real)
+    crps = GeneratorLoss(**kw, paired_score="crps")
+    same = crps(None, fake, real, real_image=image, real_mask=real, fake2=fake)
+    assert set(same) == set(l1) == {"total", "g_rec", "g_tex", "g_shape", "g_size"}
+    assert all(torch.allclose(same[k], l1[k]) for k in l1)
+    other = crps(None, fake, real, real_image=image, real_mask=real, fake2=_disc_output(torch.full((4,), 6.0)))
+    assert all(other[k] >= 0 for k in other)  # the triangle inequality: a two-sample CRPS is never negative
+    with pytest.raises(ValueError, match="fake2"):
+        crps(None, fake, real, real_image=image, real_mask=real)
+    with pytest.raises(ValueError, match="paired_score"):
+        GeneratorLoss(paired_score="l2")
