@@ -14,6 +14,7 @@ from rggan.data.dataset import (
     BATCH_KEYS,
     RGGANDataset,
     ensure_prepared,
+    expression_noise,
     load_datalist,
     read_datalist_info,
     sample_datalist,
@@ -113,6 +114,24 @@ def test_reproducible_and_cached(prepared, tmp_path):
     c = RGGANDataset(load_datalist(prepared), num_workers=0, seed=8)
     seq_c = [(c[i]["base"][0, 0, 0].item(), c[i]["wrong_image"].sum().item()) for i in range(6) for _ in range(3)]
     assert seq_c != seq_a
+
+
+def test_expression_noise_perturbs_only_the_genes_reproducibly(prepared):
+    data = load_datalist(prepared)
+    clean = RGGANDataset(data, num_workers=0, seed=3)
+    noisy = RGGANDataset(data, transform=expression_noise(0.5), num_workers=0, seed=3)
+    again = RGGANDataset(data, transform=expression_noise(0.5), num_workers=0, seed=3)
+    draws = [noisy[i] for i in range(6) for _ in range(50)]
+    assert all(type(d["rna"]) is torch.Tensor and d["rna"].dtype == torch.float32 for d in draws)  # no MetaTensor
+    diffs = torch.stack([d["rna"] - clean[i]["rna"] for i, d in zip([i for i in range(6) for _ in range(50)], draws)])
+    assert 0.45 < diffs.std().item() < 0.55 and abs(diffs.mean().item()) < 0.05  # N(0, 0.5^2) on every gene
+    assert not torch.equal(draws[0]["rna"], draws[1]["rna"])  # a fresh draw each time the sample is read
+    assert torch.equal(draws[0]["rna"], again[0]["rna"])  # seeded with the dataset
+    for key in ("image", "mask"):  # the nodule itself is untouched (the "wrong" partner is drawn at random)
+        assert torch.equal(draws[0][key], clean[0][key])
+    assert expression_noise(0.0) is None
+    with pytest.raises(ValueError, match="rna noise"):
+        expression_noise(-0.1)
 
 
 def test_one_patient_is_not_enough(prepared):

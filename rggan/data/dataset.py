@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import CacheDataset
-from monai.transforms import Compose, EnsureTyped, LoadImaged, Randomizable
+from monai.transforms import Compose, EnsureTyped, LoadImaged, RandGaussianNoised, Randomizable
 from monai.utils import MAX_SEED
 
 from rggan.data.datalist import (
@@ -49,6 +49,7 @@ __all__ = [
     "sample_datalist",
     "ensure_prepared",
     "load_transform",
+    "expression_noise",
     "RGGANDataset",
 ]
 
@@ -61,6 +62,32 @@ def _load_numpy(keys: tuple[str, ...]) -> LoadImaged:
     # one instance per key set: MONAI's LoadImage builds every default reader at construction, and the DICOM
     # one warns each time that nvImageCodec is missing (stateless, so sharing it is safe)
     return LoadImaged(keys=keys, reader="NumpyReader", image_only=True)
+
+
+def expression_noise(std: float) -> Compose | None:
+    """The training samples' expression augmentation: N(0, std^2) added to every gene of ``rna``.
+
+    The expression vectors are z-scored (``rggan.data.rna``), so ``std`` is in SDs of each gene. Noise on
+    the inputs of a regression is a ridge penalty on its input-output map (Bishop 1995): with genes ≫
+    patients, it keeps the generator from fitting each training patient's slice noise through rare genes.
+    A fresh draw per sample and epoch (the dataset seeds it); the evaluation and the maps see clean vectors.
+
+    Args:
+        std: noise SD in gene SDs; 0 turns the augmentation off.
+
+    Returns:
+        the transform for :class:`RGGANDataset` (``transform=``), or None when ``std`` is 0.
+    """
+    if not std >= 0:
+        raise ValueError(f"rna noise std must be >= 0 (0: off), got {std!r}")
+    if std == 0:
+        return None
+    return Compose(
+        [
+            RandGaussianNoised(keys="rna", prob=1.0, std=float(std), sample_std=False),
+            EnsureTyped(keys="rna", data_type="tensor", dtype=torch.float32, track_meta=False),  # a plain tensor
+        ]
+    )
 
 
 def load_transform(keys: KeysCollection = ARRAY_KEYS) -> Compose:
