@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from rggan.adaptive_lasso import adaptive_lasso_scales, gene_association, marginal_association
+from rggan.adaptive_lasso import (
+    adaptive_lasso_scales,
+    gene_association,
+    marginal_association,
+    shrinkage_for_gene_count,
+)
 from rggan.data.rna import GeneTransform
 from rggan.errors import InputError
 
@@ -59,3 +64,13 @@ def test_ridge_scores_prefer_the_driver_to_its_co_expressed_partner():
     assert np.argsort(-ridge)[0] == 0 and np.median(ridge) < 0.3
     with pytest.raises(ValueError, match="lam"):
         ridge_scores(x, y, lam=0.0)
+
+
+def test_shrinkage_grows_with_the_square_root_of_the_gene_count_above_the_reference():
+    assert shrinkage_for_gene_count(2e-4, 149, 150) == 2e-4  # at or below the reference: the measured value
+    assert shrinkage_for_gene_count(2e-4, 150, 150) == 2e-4
+    assert shrinkage_for_gene_count(2e-4, 600, 150) == pytest.approx(4e-4)
+    assert shrinkage_for_gene_count(2e-4, 3511, 150) == pytest.approx(2e-4 * (3511 / 150) ** 0.5)  # ~9.7e-4
+    assert shrinkage_for_gene_count(2e-4, 3511, 0) == 2e-4  # 0: no scaling
+    with pytest.raises(ValueError, match="num_genes"):
+        shrinkage_for_gene_count(2e-4, 0, 150)
