@@ -68,9 +68,10 @@ def expression_noise(std: float) -> Compose | None:
     """The training samples' expression augmentation: N(0, std^2) added to every gene of ``rna``.
 
     The expression vectors are z-scored (``rggan.data.rna``), so ``std`` is in SDs of each gene. Noise on
-    the inputs of a regression is a ridge penalty on its input-output map (Bishop 1995): with genes ≫
-    patients, it keeps the generator from fitting each training patient's slice noise through rare genes.
-    A fresh draw per sample and epoch (the dataset seeds it); the evaluation and the maps see clean vectors.
+    the inputs of a regression is a ridge penalty on its input-output map (Bishop 1995), aimed at the
+    generator's fit of each training patient's slice noise; a ridge also spreads a driver's weight over its
+    co-expressed genes (measured in the bundle's conditioning notes). A fresh draw per sample and epoch
+    (the dataset seeds it); the evaluation and the maps see clean vectors.
 
     Args:
         std: noise SD in gene SDs; 0 turns the augmentation off.
