@@ -159,8 +159,8 @@ def shrinkage_for_gene_count(tau: float, num_genes: int, reference_genes: int = 
     ``tau`` is the shrinkage measured at ``reference_genes`` genes; above that count it grows as
     ``tau * sqrt(num_genes / reference_genes)``, at or below it ``tau`` is kept. Among thousands of genes
     the median gene's column must shrink faster for the lasso to select: on the 5,000-gene demo (3,511
-    genes after the NA rule) the 149-gene shrinkage left 2,686 columns and the drivers at ranks 7-53,
-    while 5x it (about ``sqrt(3511 / 150)``) put the eight drivers in the top ten columns.
+    genes after the NA rule) the 149-gene shrinkage left the drivers at column ranks 6-42, while 5x it
+    put them at ranks 1-14; ``sqrt(3511 / 160)`` = 4.7 is close to that (a rule fitted to these two points).
 
     Args:
         tau: base shrinkage per iteration (``gene_lasso``).

@@ -226,6 +226,7 @@ def planted_recovery(
     map_perturbation: str = "coexpression",
     main_component_only: bool = False,
     hu_range: Sequence[float],
+    truth: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Recovery of the demo's planted gene-phenotype associations by both radiogenomic maps.
 
@@ -241,6 +242,7 @@ def planted_recovery(
         map_perturbation: ``"coexpression"`` or ``"gene"``, as ``run radiogenomic_map``'s ``perturbation``.
         main_component_only: measure only the largest connected component of each mask.
         hu_range: the HU window of [-1, 1].
+        truth: the contents of ``truth_path`` when the caller has already read it (read here when None).
 
     Returns:
         Scores per pairing, their means and the main-driver agreement, for both maps.
@@ -257,7 +259,7 @@ def planted_recovery(
     )
 
     g = generation
-    truth = load_truth(truth_path)
+    truth = load_truth(truth_path) if truth is None else truth
     map_requests = build_inputs(
         folder, num_genes=len(genes), image_size=g["image_size"], latent_size=g["latent_size"],
         num_samples=map_latents, seed=g["seed"], split=map_split, base_index=g["base_index"],
@@ -369,14 +371,15 @@ def evaluate_generator(
     }
     truth_path = resolve_truth(truth_file, folder)
     if truth_path is not None:
+        from rggan.radiogenomic.truth import load_truth
+
+        truth = load_truth(truth_path)  # read once: the recovery scores and the ceiling
         metrics["planted_recovery"] = planted_recovery(
             network, folder, genes, truth_path, generation, map_split=map_split, map_latents=map_latents,
             map_delta=map_delta, map_perturbation=map_perturbation, main_component_only=main_component_only,
-            hu_range=hu_range,
+            hu_range=hu_range, truth=truth,
         )  # fmt: skip
-        from rggan.radiogenomic.truth import load_truth
-
-        metrics["patient_fidelity_ceiling"] = fidelity_ceiling(real, load_truth(truth_path))
+        metrics["patient_fidelity_ceiling"] = fidelity_ceiling(real, truth)
     return {"metrics": metrics, "generated_features": gen, "real_features": real}
 
 
