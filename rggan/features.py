@@ -48,6 +48,7 @@ __all__ = [
     "FEATURES",
     "FEATURE_UNITS",
     "FEATURE_NAMES",
+    "smooth_padded",
     "to_hu",
     "nodule_features",
     "main_component",
@@ -137,6 +138,24 @@ def _gaussian_smooth(m: Tensor, sigma: float) -> Tensor:
     """
     kernel = gaussian_kernel(sigma, _smooth_radius(sigma), m.dtype, m.device)
     return separable_filtering(m[:, None], kernel)[:, 0]
+
+
+def smooth_padded(field: Tensor, sigma: float, value: float = 0.0) -> Tensor:
+    """Pad (B, H, W) ``field`` with ``value`` by the kernel's half-width on every side, then blur it.
+
+    The padding keeps a contour that touches the border closed after the blur; the margin measures of
+    the features and of the losses trace their contours on this field.
+
+    Args:
+        field: (B, H, W) field.
+        sigma: the Gaussian's standard deviation in pixels (> 0).
+        value: the padding value (0 for a 0/1 mask, -1 for a [-1, 1] mask channel).
+
+    Returns:
+        (B, H + 2 r, W + 2 r) blurred field, ``r = ceil(3 sigma)``, in ``field``'s dtype.
+    """
+    pad = _smooth_radius(sigma)
+    return _gaussian_smooth(F.pad(field, (pad, pad, pad, pad), value=value), float(sigma))
 
 
 def contour_length(field: Tensor, spacing: Tensor, level: float = 0.5, sparse: bool | None = None) -> Tensor:
@@ -276,8 +295,7 @@ def nodule_features(
 
     padded = F.pad(inside, (1, 1, 1, 1))
     if smooth_sigma and smooth_sigma > 0:
-        pad = _smooth_radius(smooth_sigma)
-        padded = _gaussian_smooth(F.pad(inside, (pad, pad, pad, pad)), float(smooth_sigma))
+        padded = smooth_padded(inside, float(smooth_sigma))
     perimeter = contour_length(padded, sp, 0.5)
     safe_p = torch.where(perimeter > 0, perimeter, torch.ones_like(perimeter))
     compact = torch.where((n > 0) & (perimeter > 0), 4 * math.pi * area / safe_p**2, nan)

@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rggan.features import _gaussian_smooth, _smooth_radius, contour_length, nodule_features
+from rggan.features import contour_length, nodule_features, smooth_padded
 from rggan.networks import DiscriminatorOutput, GeneratorOutput
 
 __all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask", "level_set_irregularity", "soft_irregularity"]
@@ -184,8 +184,7 @@ def level_set_irregularity(mask: Tensor, sigma: float = 0.5) -> Tensor:
     """
     field = mask[:, 0].to(torch.float64)
     if sigma > 0:
-        pad = _smooth_radius(sigma)
-        field = _gaussian_smooth(F.pad(field, (pad, pad, pad, pad), value=-1.0), float(sigma))
+        field = smooth_padded(field, float(sigma), value=-1.0)
     else:
         field = F.pad(field, (1, 1, 1, 1), value=-1.0)
     unit = torch.ones(field.shape[0], 2, dtype=torch.float64, device=field.device)
@@ -370,8 +369,6 @@ class GeneratorLoss:
         if paired_score not in ("l1", "crps"):
             raise ValueError(f"paired_score must be 'l1' or 'crps', got {paired_score!r}")
         self.paired_score = paired_score
-        #: generated samples per (rna, base) the trainer passes: 2 (``fake`` and ``fake2``) with CRPS
-        self.paired_samples = 2 if paired_score == "crps" else 1
         if shape_measure not in ("tv", "level_set"):
             raise ValueError(f"shape_measure must be 'tv' or 'level_set', got {shape_measure!r}")
         if shape_target not in ("tv", "feature"):
@@ -387,6 +384,10 @@ class GeneratorLoss:
         self.coefficients = {"isc": c["c_isc"], "i": c["c_i"], "is": c["c_is"]}
         self.c_bg, self.c_rec, self.c_tex, self.c_shape = c["c_bg"], c["c_rec"], c["c_tex"], c["c_shape"]
         self.c_size, self.c_binary, self.c_stray = c["c_size"], c["c_binary"], c["c_stray"]
+        paired_on = self.c_rec > 0 or self.c_tex > 0 or self.c_shape > 0 or self.c_size > 0
+        #: generated samples per (rna, base) the trainer passes: 2 (``fake`` and ``fake2``) with CRPS and a
+        #: paired term on; 1 otherwise (no second G pass)
+        self.paired_samples = 2 if paired_score == "crps" and paired_on else 1
         self.condition = _check_condition(condition)
         self.appearance_moves_mask = bool(appearance_moves_mask)
         if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:

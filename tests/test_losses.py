@@ -452,6 +452,8 @@ def test_crps_paired_score_learns_the_spread_that_l1_averages_away(score):
     a, b = torch.tensor(5.0, requires_grad=True), torch.tensor(0.5, requires_grad=True)
     loss = GeneratorLoss(c_isc=0.0, c_i=0.0, c_is=0.0, c_bg=0.0, c_size=1.0, paired_score=score)
     assert loss.paired_samples == (2 if score == "crps" else 1)
+    # no paired term on: CRPS has nothing to score, so the trainer is not asked for a second G pass
+    assert GeneratorLoss(c_rec=0.0, c_tex=0.0, c_shape=0.0, c_size=0.0, paired_score=score).paired_samples == 1
     opt = torch.optim.Adam([a, b], lr=0.03)
     for _ in range(400):
         real = _disc_output(6.0 + 1.5 * torch.randn(64, generator=gen)).mask.detach()
