@@ -30,27 +30,33 @@ def test_marginal_association_ranks_the_planted_drivers_above_the_median_gene(pr
     ridge = gene_association(folder)
     assert ridge.shape == a.shape and ridge.max() == pytest.approx(1.0) and ridge.min() >= 0
     assert np.median(ridge[[genes.index(g) for g in drivers]]) > np.median(ridge)
-    with pytest.raises(ValueError, match="gene_association 'lasso' is unknown"):
-        gene_association(folder, "lasso")
+    # the sparse joint estimate: most genes exactly 0, the drivers the fits use at the top
+    lasso = gene_association(folder, "lasso")
+    assert lasso.shape == a.shape and lasso.max() == pytest.approx(1.0) and lasso.min() >= 0
+    print("lasso non-zero", int((lasso > 0).sum()), "of", len(genes))
+    assert (lasso == 0).mean() > 0.5
+    assert np.median(lasso[[genes.index(g) for g in drivers]]) > np.quantile(lasso, 0.9)
+    with pytest.raises(ValueError, match="gene_association 'pca' is unknown"):
+        gene_association(folder, "pca")
 
 
 def test_adaptive_lasso_scales_are_one_at_the_median_decrease_with_association_and_are_clipped():
-    a = np.array([0.0, 0.1, 0.2, 0.4, 0.8])
+    a = np.array([0.0, 0.1, 0.2, 0.4])  # the median is over the non-zero associations: 0.2
     s = adaptive_lasso_scales(a, gamma=1.0, max_scale=10.0)
     assert s[2] == pytest.approx(1.0) and s[3] == pytest.approx(0.5) and s[1] == pytest.approx(2.0)
-    assert s[0] == pytest.approx(10.0) and np.all(np.diff(s) < 0)
+    assert s[0] == pytest.approx(10.0) and np.all(np.diff(s) < 0)  # no association: the largest shrinkage
     assert adaptive_lasso_scales(a, gamma=2.0)[3] == pytest.approx(0.25)
     assert np.all(adaptive_lasso_scales(a, gamma=0.0) == 1.0)
     with pytest.raises(ValueError, match="gamma"):
         adaptive_lasso_scales(a, gamma=-1.0)
-    with pytest.raises(InputError, match="median association is 0"):
+    with pytest.raises(InputError, match="every association is 0"):
         adaptive_lasso_scales(np.zeros(4), gamma=1.0)
 
 
-def test_ridge_scores_prefer_the_driver_to_its_co_expressed_partner():
+def test_ridge_and_lasso_scores_prefer_the_driver_to_its_co_expressed_partner():
     """Two genes correlated 0.9, only the first drives the feature: the marginal view barely tells them apart,
-    the joint ridge fit gives the driver clearly more."""
-    from rggan.adaptive_lasso import ridge_scores
+    the joint ridge fit gives the driver clearly more, the lasso drops the partner and the unrelated genes."""
+    from rggan.adaptive_lasso import lasso_scores, ridge_scores
 
     rng = np.random.default_rng(0)
     n, genes = 80, 40
@@ -64,6 +70,10 @@ def test_ridge_scores_prefer_the_driver_to_its_co_expressed_partner():
     assert np.argsort(-ridge)[0] == 0 and np.median(ridge) < 0.3
     with pytest.raises(ValueError, match="lam"):
         ridge_scores(x, y, lam=0.0)
+    lasso = lasso_scores(x, y, alpha=0.1)
+    assert lasso[0] == pytest.approx(1.0) and lasso[1] < 0.1 and (lasso > 0).sum() <= 5
+    with pytest.raises(ValueError, match="alpha"):
+        lasso_scores(x, y, alpha=0.0)
 
 
 def test_shrinkage_grows_with_the_square_root_of_the_gene_count_above_the_reference():
