@@ -4,24 +4,24 @@ With more genes than patients, the encoder's first layer can fit the training no
 co-expressed genes, and gradient training (Adam, a uniform group lasso) spreads the weight over a driver's
 whole co-expression module. The adaptive lasso penalises each gene in inverse proportion to an initial
 estimate of its importance ``a_g``; with more genes than patients the estimate may be the marginal
-association (Huang, Ma & Zhang 2008, Statistica Sinica 18) or a joint fit. Two are offered, both measured
+association (Huang, Ma & Zhang 2008, Statistica Sinica 18) or a joint fit. Three are offered, all measured
 over the TRAINING patients only against the real nodules' features (those of the conventional map):
 
-* ``ridge`` (the default): the gene's largest |coefficient| in a ridge fit of the features on the
-  expression; of two co-expressed genes, the one that explains a feature gets the larger coefficient;
-* ``marginal``: the gene's largest |Spearman| with the features; it cannot tell a driver from its partners;
-* ``lasso``: the gene's largest |coefficient| in a lasso fit of each feature on the expression (the initial
-  estimator of the two-stage adaptive lasso, Bühlmann & van de Geer 2011, §2.8). The lasso gives most genes
-  exactly 0: those get the largest shrinkage and leave the encoder within a few iterations, so G keeps only
-  the genes a sparse linear fit of the training nodules uses.
+* ``lasso`` (the default): the gene's largest |coefficient| in a lasso fit of each feature on the
+  expression, the initial estimator of the two-stage adaptive lasso (Buhlmann & van de Geer 2011, 2.8).
+  Most genes get exactly 0: they get the largest shrinkage and leave the encoder within a few
+  iterations, so G keeps only the genes a sparse linear fit of the training nodules uses;
+* ``ridge``: the gene's largest |coefficient| in a ridge fit of the features on the expression; of two
+  co-expressed genes, the one that explains a feature gets the larger coefficient, but every gene stays;
+* ``marginal``: the gene's largest |Spearman| with the features; it cannot tell a driver from its partners.
 
 The weight is::
 
     scale_g = clip((median_h a_h / a_g) ** gamma, 1 / max_scale, max_scale)
 
 with the median over the genes whose association is non-zero (all of them for ``ridge`` and
-``marginal``), so the median gene keeps the uniform shrinkage, genes with a stronger association are shrunk less and the
-rest more. The held-out patients never enter the weights.
+``marginal``): the median gene keeps the uniform shrinkage, genes with a stronger association are shrunk
+less and the rest more. The held-out patients never enter the weights.
 """
 
 from __future__ import annotations
@@ -141,7 +141,9 @@ def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.
     """:func:`lasso_association` on arrays: one ``sklearn.linear_model.Lasso`` per feature.
 
     Genes and features are standardised over the patients, so ``alpha`` is scale-free: the fit minimises
-    ``|y - X w|^2 / (2 n) + alpha |w|_1``; 0.1 keeps about 2-25 of the demo's ~150 genes per feature.
+    ``|y - X w|^2 / (2 n) + alpha |w|_1``; 0.1 keeps about 2-25 of the demo's ~150 genes per feature. A
+    feature's penalty is capped at half of its ``alpha_max = max_g |x_g . y| / n`` (the smallest penalty that
+    selects no gene), so every fit keeps at least one gene even on a few patients.
 
     Args:
         expression: (patients, genes); features: (patients, features); alpha: the lasso penalty (> 0).
@@ -154,7 +156,11 @@ def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     x, y = _standardise(np.asarray(expression, np.float64)), _standardise(np.asarray(features, np.float64))
-    fits = [Lasso(alpha=alpha, fit_intercept=False, max_iter=10_000).fit(x, col) for col in y.T]
+    alpha_max = np.abs(x.T @ y).max(axis=0) / len(x)  # (features,)
+    fits = [
+        Lasso(alpha=min(alpha, 0.5 * a_max) if a_max > 0 else alpha, fit_intercept=False, max_iter=10_000).fit(x, col)
+        for col, a_max in zip(y.T, alpha_max)
+    ]
     return _largest_scaled(np.stack([f.coef_ for f in fits], axis=1))
 
 

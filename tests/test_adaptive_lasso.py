@@ -72,6 +72,8 @@ def test_ridge_and_lasso_scores_prefer_the_driver_to_its_co_expressed_partner():
         ridge_scores(x, y, lam=0.0)
     lasso = lasso_scores(x, y, alpha=0.1)
     assert lasso[0] == pytest.approx(1.0) and lasso[1] < 0.1 and (lasso > 0).sum() <= 5
+    # a penalty above alpha_max is capped at half of it: the fit still keeps the driver
+    assert lasso_scores(x, y, alpha=5.0)[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="alpha"):
         lasso_scores(x, y, alpha=0.0)
 
