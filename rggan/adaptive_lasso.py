@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: The initial estimates :func:`gene_association` offers.
-ASSOCIATIONS = ("ridge", "marginal", "lasso")
+ASSOCIATIONS = ("lasso", "ridge", "marginal")
 
 
 def _split_arrays(dataset_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +164,8 @@ def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.
     return _largest_scaled(np.stack([f.coef_ for f in fits], axis=1))
 
 
-def gene_association(dataset_dir: str | os.PathLike, method: str = "ridge", split: str = "training") -> np.ndarray:
-    """The initial estimate of each gene's importance: ``"ridge"``, ``"marginal"`` or ``"lasso"``.
+def gene_association(dataset_dir: str | os.PathLike, method: str = "lasso", split: str = "training") -> np.ndarray:
+    """The initial estimate of each gene's importance: ``"lasso"`` (the default), ``"ridge"`` or ``"marginal"``.
 
     Args:
         dataset_dir: a prepared folder; method: one of :data:`ASSOCIATIONS`; split: the datalist split.

@@ -27,11 +27,11 @@ def test_marginal_association_ranks_the_planted_drivers_above_the_median_gene(pr
     scales = adaptive_lasso_scales(a, gamma=2.0)
     assert np.all(scales[[genes.index(g) for g in above]] < 1.0)
     # the default, joint estimate: also in [0, 1], its strongest gene at 1
-    ridge = gene_association(folder)
+    ridge = gene_association(folder, "ridge")
     assert ridge.shape == a.shape and ridge.max() == pytest.approx(1.0) and ridge.min() >= 0
     assert np.median(ridge[[genes.index(g) for g in drivers]]) > np.median(ridge)
     # the sparse joint estimate: most genes exactly 0, the drivers the fits use at the top
-    lasso = gene_association(folder, "lasso")
+    lasso = gene_association(folder)  # the default
     assert lasso.shape == a.shape and lasso.max() == pytest.approx(1.0) and lasso.min() >= 0
     print("lasso non-zero", int((lasso > 0).sum()), "of", len(genes))
     assert (lasso == 0).mean() > 0.5
