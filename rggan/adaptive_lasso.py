@@ -36,7 +36,6 @@ __all__ = [
     "ASSOCIATIONS",
     "adaptive_lasso_scales",
     "gene_association",
-    "lasso_association",
     "lasso_scores",
     "marginal_association",
     "ridge_association",
@@ -124,21 +123,8 @@ def ridge_scores(expression: np.ndarray, features: np.ndarray, lam: float = 100.
     return _largest_scaled(x.T @ np.linalg.solve(x @ x.T + lam * np.eye(len(x)), y))
 
 
-def lasso_association(dataset_dir: str | os.PathLike, split: str = "training", alpha: float = 0.1) -> np.ndarray:
-    """Each gene's largest |lasso coefficient| over the real nodules' features, each feature's scaled to max 1.
-
-    Args:
-        dataset_dir: a prepared folder; split: the datalist split (never the held-out one for training).
-        alpha: the lasso penalty on the standardised data (:func:`lasso_scores`).
-
-    Returns:
-        (genes,) float64 in [0, 1], in the prepared gene order; 0 for the genes no feature's fit uses.
-    """
-    return lasso_scores(*_split_arrays(dataset_dir, split), alpha=alpha)
-
-
 def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.1) -> np.ndarray:
-    """:func:`lasso_association` on arrays: one ``sklearn.linear_model.Lasso`` per feature.
+    """Each gene's largest |lasso coefficient| over the features: one ``sklearn.linear_model.Lasso`` per feature.
 
     Genes and features are standardised over the patients, so ``alpha`` is scale-free: the fit minimises
     ``|y - X w|^2 / (2 n) + alpha |w|_1``; 0.1 keeps about 2-25 of the demo's ~150 genes per feature. A
@@ -178,7 +164,7 @@ def gene_association(dataset_dir: str | os.PathLike, method: str = "lasso", spli
     if method == "marginal":
         return marginal_association(dataset_dir, split)
     if method == "lasso":
-        return lasso_association(dataset_dir, split)
+        return lasso_scores(*_split_arrays(dataset_dir, split))
     raise ValueError(f"gene_association {method!r} is unknown: use one of {', '.join(ASSOCIATIONS)}")
 
 
