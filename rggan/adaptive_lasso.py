@@ -36,6 +36,8 @@ __all__ = [
     "ASSOCIATIONS",
     "adaptive_lasso_scales",
     "gene_association",
+    "lasso_prediction",
+    "phenotype_prior",
     "lasso_scores",
     "marginal_association",
     "ridge_association",
@@ -123,6 +125,20 @@ def ridge_scores(expression: np.ndarray, features: np.ndarray, lam: float = 100.
     return _largest_scaled(x.T @ np.linalg.solve(x @ x.T + lam * np.eye(len(x)), y))
 
 
+def _lasso_coefficients(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """(genes, features) lasso coefficients of standardised ``y`` on standardised ``x``, one fit per feature."""
+    from sklearn.linear_model import Lasso
+
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    alpha_max = np.abs(x.T @ y).max(axis=0) / len(x)  # (features,)
+    fits = [
+        Lasso(alpha=min(alpha, 0.5 * a_max) if a_max > 0 else alpha, fit_intercept=False, max_iter=10_000).fit(x, col)
+        for col, a_max in zip(y.T, alpha_max)
+    ]
+    return np.stack([f.coef_ for f in fits], axis=1)
+
+
 def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.1) -> np.ndarray:
     """Each gene's largest |lasso coefficient| over the features: one ``sklearn.linear_model.Lasso`` per feature.
 
@@ -137,17 +153,65 @@ def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.
     Returns:
         (genes,) float64 in [0, 1]: each gene's largest |coefficient|, each feature's coefficients scaled to max 1.
     """
-    from sklearn.linear_model import Lasso
-
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
     x, y = _standardise(np.asarray(expression, np.float64)), _standardise(np.asarray(features, np.float64))
-    alpha_max = np.abs(x.T @ y).max(axis=0) / len(x)  # (features,)
-    fits = [
-        Lasso(alpha=min(alpha, 0.5 * a_max) if a_max > 0 else alpha, fit_intercept=False, max_iter=10_000).fit(x, col)
-        for col, a_max in zip(y.T, alpha_max)
-    ]
-    return _largest_scaled(np.stack([f.coef_ for f in fits], axis=1))
+    return _largest_scaled(_lasso_coefficients(x, y, alpha))
+
+
+def lasso_prediction(
+    dataset_dir: str | os.PathLike, feature: str = "irregularity", alpha: float = 0.1, split: str = "training"
+) -> tuple[np.ndarray, float]:
+    """A sparse linear prediction of one real-nodule feature from the expression, fitted on one split.
+
+    The same lasso as :func:`lasso_scores` (standardised data, the same ``alpha`` and cap), refitted on the
+    split's patients and returned in the units of the prepared expression vectors, so that
+    ``rna @ weights + intercept`` predicts the feature of a patient with expression ``rna``. It is what the
+    genes can say about the feature; a single real slice adds noise that no gene predicts (the paired margin
+    term's ``shape_shrinkage``, :class:`rggan.losses.GeneratorLoss`).
+
+    Args:
+        dataset_dir: a prepared folder; feature: one of :data:`rggan.features.FEATURE_NAMES`.
+        alpha: the lasso penalty (> 0); split: the datalist split (never the held-out one for training).
+
+    Returns:
+        ``(weights, intercept)``: (genes,) float64 weights and the float intercept.
+    """
+    from rggan.features import FEATURE_NAMES
+
+    if feature not in FEATURE_NAMES:
+        raise ValueError(f"feature {feature!r} is unknown: use one of {', '.join(FEATURE_NAMES)}")
+    expression, features = _split_arrays(dataset_dir, split)
+    y = features[:, list(FEATURE_NAMES).index(feature)]
+    x_mean, x_sd = expression.mean(axis=0), expression.std(axis=0)
+    y_mean, y_sd = float(y.mean()), float(y.std())
+    if y_sd == 0:
+        return np.zeros(expression.shape[1]), y_mean
+    beta = _lasso_coefficients(_standardise(expression), _standardise(y[:, None]), alpha)[:, 0]
+    weights = y_sd * beta / np.where(x_sd > 0, x_sd, 1.0)
+    return weights, y_mean - float(weights @ x_mean)
+
+
+def phenotype_prior(
+    dataset_dir: str | os.PathLike, alpha: float = 0.1, split: str = "training"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The generator's phenotype prior: a lasso prediction of every real-nodule feature from the expression.
+
+    One :func:`lasso_scores` fit per feature (standardised genes and features, the same ``alpha`` and cap) on
+    the split's patients, returned in the units of the prepared expression vectors: ``W @ rna + c`` is each
+    feature's predicted value in SDs of its training values (0: the training mean).
+
+    Args:
+        dataset_dir: a prepared folder; alpha: the lasso penalty (> 0); split: the datalist split (never the
+            held-out one for training).
+
+    Returns:
+        ``(W, c)``: (features, genes) and (features,) float32, features in :data:`rggan.features.FEATURE_NAMES`
+        order.
+    """
+    expression, features = _split_arrays(dataset_dir, split)
+    x_mean, x_sd = expression.mean(axis=0), expression.std(axis=0)
+    beta = _lasso_coefficients(_standardise(expression), _standardise(features), alpha)  # (genes, features)
+    weights = (beta / np.where(x_sd > 0, x_sd, 1.0)[:, None]).T
+    return weights.astype(np.float32), (-(weights @ x_mean)).astype(np.float32)
 
 
 def gene_association(dataset_dir: str | os.PathLike, method: str = "lasso", split: str = "training") -> np.ndarray:

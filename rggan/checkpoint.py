@@ -23,6 +23,7 @@ __all__ = [
     "CHECKPOINT_PATTERN",
     "CKPT_KEY",
     "SIZE_NAMES",
+    "empty_phenotype_prior",
     "find_latest_checkpoint",
     "default_checkpoint",
     "load_checkpoint_state",
@@ -108,6 +109,11 @@ def load_checkpoint_state(ckpt_file: str | os.PathLike | None, key: str = CKPT_K
     raise InputError(f"checkpoint {path} has no '{key}' entry (entries: {', '.join(map(str, obj))})")
 
 
+def empty_phenotype_prior(features: int, num_genes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Zeros of a phenotype prior's shape, for the saved buffers to replace (None: the checkpoint has none)."""
+    return (torch.zeros(features, num_genes), torch.zeros(features)) if features else None
+
+
 def sizes_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """Generator sizes read off the weight shapes of an ``RGGenerator`` state dict.
 
@@ -115,7 +121,8 @@ def sizes_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
         state: the generator's state dict.
 
     Returns:
-        The :data:`SIZE_NAMES` sizes, plus ``texture_noise``, ``film`` and ``margin_harmonics`` (0: none).
+        The :data:`SIZE_NAMES` sizes, plus ``texture_noise``, ``film``, ``margin_harmonics`` (0: none) and
+        ``phenotype_features`` (the phenotype prior's F; 0: none).
 
     Raises:
         InputError: a weight every RG-GAN generator has is missing.
@@ -141,6 +148,7 @@ def sizes_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
         "texture_noise": int(head.shape[0]) == 3,
         "margin_harmonics": int(state["margin_amplitude.weight"].shape[0]) if "margin_amplitude.weight" in state else 0,
         "film": "synthesis_blocks.0.film.weight" in state,
+        "phenotype_features": int(state["prior_weight"].shape[0]) if "prior_weight" in state else 0,
     }
 
 
@@ -266,5 +274,6 @@ def load_generator(
         texture_noise=bool(sizes.get("texture_noise", False)),  # read off the weights, as the sizes are
         film=bool(sizes.get("film", False)),
         margin_harmonics=int(sizes.get("margin_harmonics", 0)),
+        phenotype_prior=empty_phenotype_prior(int(sizes.get("phenotype_features", 0)), sizes["num_genes"]),
     )
     return load_weights(net, ckpt_file, key).to(device)

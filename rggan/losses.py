@@ -73,8 +73,10 @@ must step only G's optimiser after it, and zero D's gradients before the next D 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -82,7 +84,15 @@ from torch import Tensor
 from rggan.features import contour_length, nodule_features, smooth_padded
 from rggan.networks import DiscriminatorOutput, GeneratorOutput
 
-__all__ = ["DiscriminatorLoss", "GeneratorLoss", "background_mask", "level_set_irregularity", "soft_irregularity"]
+__all__ = [
+    "DiscriminatorLoss",
+    "GeneratorLoss",
+    "SHRINKABLE_TERMS",
+    "background_mask",
+    "level_set_irregularity",
+    "paired_target_priors",
+    "soft_irregularity",
+]
 
 DNet = Callable[[Tensor, Tensor, Tensor], DiscriminatorOutput]
 
@@ -235,6 +245,40 @@ _PAIRED_DISTANCE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
 }
 
 
+#: paired term -> the real-nodule feature whose gene prediction its target can be shrunk toward
+SHRINKABLE_TERMS: dict[str, str] = {"shape": "irregularity", "tex": "std_hu"}
+
+
+def paired_target_priors(
+    dataset_dir: str | os.PathLike, terms: Sequence[str] = ("shape", "tex"), alpha: float = 0.1
+) -> dict[str, tuple[np.ndarray, float]]:
+    """Gene predictions of the paired terms' real values, for :class:`GeneratorLoss`'s ``target_shrinkage``.
+
+    Each is :func:`rggan.adaptive_lasso.lasso_prediction` of the term's feature (:data:`SHRINKABLE_TERMS`) over
+    the training patients, in the units the term compares: the irregularity as it is (1), the HU SD divided
+    by half the prepared HU window (the normalised image's SD).
+
+    Args:
+        dataset_dir: a prepared folder; terms: keys of :data:`SHRINKABLE_TERMS`; alpha: the lasso penalty.
+
+    Returns:
+        ``{term: ((genes,) weights, intercept)}``.
+    """
+    from rggan.adaptive_lasso import lasso_prediction
+    from rggan.intensity import hu_range_of
+
+    unknown = [t for t in terms if t not in SHRINKABLE_TERMS]
+    if unknown:
+        raise ValueError(f"{unknown} cannot be shrunk; use {', '.join(SHRINKABLE_TERMS)}")
+    lo, hi = hu_range_of(dataset_dir)
+    unit = {"shape": 1.0, "tex": 2.0 / (hi - lo)}
+    priors = {}
+    for term in terms:
+        weights, intercept = lasso_prediction(dataset_dir, SHRINKABLE_TERMS[term], alpha)
+        priors[term] = (weights * unit[term], intercept * unit[term])
+    return priors
+
+
 def _need_rna(rna: Tensor | None) -> Tensor:
     if rna is None:
         raise ValueError("condition='rna' needs the batch's expression vectors: pass rna=...")
@@ -333,6 +377,14 @@ class GeneratorLoss:
             (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
             generated one towards its median, no texture at all; after a box filter the term asks for
             the patient's HU where the filter averages the texture out.
+        target_shrinkage: ``lambda`` in [0, 1]: each paired scalar term with a prior in ``target_priors``
+            (``"shape"``, ``"tex"``, ``"size"``) scores G against ``(1 - lambda) q(s) + lambda p(rna)``: the real
+            nodule's value shrunk toward ``p``, a linear prediction from the patient's expression. One slice's
+            margin and texture hold noise that no gene predicts; fitting it, G learns each training patient's
+            noise instead of the genes' effect. 0: the real nodule alone.
+        target_priors: ``{term: (weights, intercept)}``, each prediction ``p(rna) = rna @ weights + intercept``
+            in the term's own units (:func:`paired_target_priors`, fitted on the training patients); needed
+            when ``target_shrinkage > 0``.
         paired_score: how the paired terms (``c_rec``, ``c_tex``, ``c_shape``, ``c_size``) score the generated
             nodules against the patient's real one: ``"l1"`` (``d(x, y)``, the L1 distance ``d`` of one
             sample: its optimum is the conditional median, every latent drawing the same nodule) or
@@ -365,6 +417,8 @@ class GeneratorLoss:
         shape_measure: str = "tv",
         shape_target: str = "tv",
         paired_score: str = "l1",
+        target_shrinkage: float = 0.0,
+        target_priors: Mapping[str, tuple[Sequence[float] | Tensor, float]] | None = None,
     ) -> None:
         if paired_score not in ("l1", "crps"):
             raise ValueError(f"paired_score must be 'l1' or 'crps', got {paired_score!r}")
@@ -374,6 +428,19 @@ class GeneratorLoss:
         if shape_target not in ("tv", "feature"):
             raise ValueError(f"shape_target must be 'tv' or 'feature', got {shape_target!r}")
         self.shape_measure, self.shape_target = shape_measure, shape_target
+        self.target_shrinkage = float(target_shrinkage)
+        if not 0.0 <= self.target_shrinkage <= 1.0:
+            raise ValueError(f"target_shrinkage must be in [0, 1], got {target_shrinkage!r}")
+        #: term -> ((genes,) float32 weights, intercept) of the shrunk paired targets
+        self.target_priors: dict[str, tuple[Tensor, float]] = {}
+        if self.target_shrinkage > 0:
+            if not target_priors:
+                raise ValueError("target_shrinkage > 0 needs target_priors={term: (weights, intercept)}")
+            unknown = set(target_priors) - set(SHRINKABLE_TERMS)
+            if unknown:
+                raise ValueError(f"target_priors {sorted(unknown)}: only {', '.join(SHRINKABLE_TERMS)} can be shrunk")
+            for term, (w, b) in target_priors.items():
+                self.target_priors[term] = (torch.as_tensor(w, dtype=torch.float32).reshape(-1), float(b))
         if isinstance(rec_smooth, bool) or not isinstance(rec_smooth, int) or rec_smooth < 1 or rec_smooth % 2 == 0:
             raise ValueError(f"rec_smooth must be an odd int >= 1 (1: per-pixel L1), got {rec_smooth!r}")
         self.rec_smooth = rec_smooth
@@ -400,7 +467,21 @@ class GeneratorLoss:
         k = self.rec_smooth
         return x if k <= 1 else F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
 
-    def _real_quantities(self, real_image: Tensor, real_mask: Tensor, inside: Tensor) -> dict[str, Tensor]:
+    def _prediction(self, term: str, rna: Tensor | None) -> Tensor:
+        """The prior's (B,) float32 prediction of one term's real value from the expression, clamped at 0."""
+        w, b = self.target_priors[term]
+        if rna is None:
+            raise ValueError("target_shrinkage > 0 needs the batch's expression vectors: pass rna=...")
+        if rna.shape[-1] != w.numel():
+            raise ValueError(
+                f"target_priors[{term!r}] has {w.numel()} gene weights but the expression has {rna.shape[-1]} genes"
+            )
+        w = w.to(rna.device)  # an elementwise product and sum: float32 under autocast too
+        return ((rna.float() * w).sum(-1) + b).clamp_min(0.0)
+
+    def _real_quantities(
+        self, real_image: Tensor, real_mask: Tensor, inside: Tensor, rna: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """What each paired term compares, measured on the real nodules (keys ``rec tex shape size``)."""
         q: dict[str, Tensor] = {}
         if self.c_rec > 0:
@@ -414,6 +495,11 @@ class GeneratorLoss:
                 q["shape"] = soft_irregularity(inside)
         if self.c_size > 0:
             q["size"] = _equivalent_radius(inside)
+        lam = self.target_shrinkage
+        for term in self.target_priors:
+            if term in q:
+                prior = self._prediction(term, rna).to(q[term].dtype).reshape(q[term].shape)
+                q[term] = (1 - lam) * q[term] + lam * prior
         return q
 
     def _fake_quantities(self, fake: GeneratorOutput, base: Tensor, inside: Tensor) -> dict[str, Tensor]:
@@ -483,7 +569,7 @@ class GeneratorLoss:
             if self.paired_score == "crps" and fake2 is None:
                 raise ValueError("paired_score='crps' needs a second sample: pass fake2=G(rna, z2, base)")
             inside = (real_mask > 0).to(fake.image.dtype)
-            real = self._real_quantities(real_image, real_mask, inside)
+            real = self._real_quantities(real_image, real_mask, inside, rna)
             q1 = self._fake_quantities(fake, base, inside)
             q2 = self._fake_quantities(fake2, base, inside) if self.paired_score == "crps" else None
             paired = {"rec": self.c_rec, "tex": self.c_tex, "shape": self.c_shape, "size": self.c_size}

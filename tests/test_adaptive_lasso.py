@@ -6,6 +6,7 @@ import pytest
 from rggan.adaptive_lasso import (
     adaptive_lasso_scales,
     gene_association,
+    lasso_prediction,
     marginal_association,
     shrinkage_for_gene_count,
 )
@@ -86,3 +87,50 @@ def test_shrinkage_grows_with_the_square_root_of_the_gene_count_above_the_refere
     assert shrinkage_for_gene_count(2e-4, 3511, 0) == 2e-4  # 0: no scaling
     with pytest.raises(ValueError, match="num_genes"):
         shrinkage_for_gene_count(2e-4, 0, 150)
+
+
+def test_lasso_prediction_predicts_the_training_margin_in_the_expression_units(prepared_demo):
+    from scipy.stats import spearmanr
+
+    from rggan.data.dataset import load_datalist
+    from rggan.intensity import hu_range_of
+    from rggan.radiogenomic.conventional import real_features
+
+    folder = prepared_demo.output_dir
+    genes = GeneTransform.load(folder / "gene_transform.json").genes
+    weights, intercept = lasso_prediction(folder)  # irregularity, the training patients
+    assert weights.shape == (len(genes),)
+    items = load_datalist(folder, "training")
+    real = real_features(items, hu_range_of(folder))["irregularity"].to_numpy()
+    prediction = np.stack([np.load(it["rna"]).reshape(-1) for it in items]) @ weights + intercept
+    rho = spearmanr(prediction, real).statistic
+    print("non-zero", int((weights != 0).sum()), "of", len(genes), "rho", round(float(rho), 3))
+    assert prediction.mean() == pytest.approx(real.mean(), abs=1e-9)  # the intercept: raw units, not z-scores
+    assert rho > 0.5 and prediction.std() < real.std()  # a shrunk fit
+    assert (weights == 0).mean() > 0.5
+    assert any(weights[genes.index(g)] > 0 for g in ("VIM", "CDH2") if g in genes)  # the planted drivers (+)
+    with pytest.raises(ValueError, match="feature 'roundness' is unknown"):
+        lasso_prediction(folder, "roundness")
+
+
+def test_paired_target_priors_predict_in_the_units_the_loss_compares(prepared_demo):
+    """The texture prior predicts the normalised image's SD inside the real mask, as ``c_tex`` measures it."""
+    import torch
+
+    from rggan.data.dataset import load_datalist
+    from rggan.losses import _masked_mean_std, paired_target_priors
+
+    folder = prepared_demo.output_dir
+    priors = paired_target_priors(folder)
+    assert set(priors) == {"shape", "tex"}
+    items = load_datalist(folder, "training")
+    rna = np.stack([np.load(it["rna"]).reshape(-1) for it in items])
+    image = torch.stack([torch.from_numpy(np.load(it["image"]).astype(np.float32)).reshape(1, 64, 64) for it in items])
+    mask = torch.stack([torch.from_numpy(np.load(it["mask"]) > 0).float().reshape(1, 64, 64) for it in items])
+    sd = _masked_mean_std(image, mask)[1].double().numpy()
+    weights, intercept = priors["tex"]
+    prediction = rna @ weights + intercept
+    assert prediction.mean() == pytest.approx(sd.mean(), rel=1e-4)
+    assert np.corrcoef(prediction, sd)[0, 1] > 0.5
+    with pytest.raises(ValueError, match="cannot be shrunk"):
+        paired_target_priors(folder, ["size"])

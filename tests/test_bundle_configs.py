@@ -89,3 +89,19 @@ def test_evaluate_workflow_is_a_component_of_overridable_ids():
     assert set(wf.keywords) == accepted  # every argument wired
     assert (wf.keywords["num_samples"], wf.keywords["split"]) == (8, "all")
     assert wf.keywords["settings"] == {"ckpt_file": "c.pt", "dataset_dir": "d"}
+
+
+def test_generator_overlay_loads_a_phenotype_prior_from_the_weights(tmp_path):
+    """A model trained with ``phenotype_prior: true`` loads in inference/evaluate/map with its saved prior."""
+    import numpy as np
+    import torch
+
+    from rggan.networks import RGGenerator
+
+    w, c = np.arange(18, dtype=np.float32).reshape(3, 6) / 10, np.array([0.5, -0.5, 0.0], np.float32)
+    net = RGGenerator(6, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, phenotype_prior=(w, c)).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    loaded = ConfigOverlay(CONFIGS / "generator.yaml", ckpt_file=str(tmp_path / "model.pt")).get("network")
+    assert torch.equal(loaded.prior_weight, torch.from_numpy(w)) and torch.equal(loaded.prior_bias, torch.from_numpy(c))
+    rna = torch.randn(2, 6)
+    assert torch.allclose(loaded.embed(rna), net.embed(rna))

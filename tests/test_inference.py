@@ -96,7 +96,7 @@ def setup(tmp_path):
 
 def test_sizes_from_checkpoint_and_mismatch_message(setup, tmp_path):
     sizes = resolve_sizes(setup["ckpt"], setup["prepared"])
-    flags = {"texture_noise": False, "film": False, "margin_harmonics": 0}
+    flags = {"texture_noise": False, "film": False, "margin_harmonics": 0, "phenotype_features": 0}
     assert sizes == {**SIZES, "code_kernel": 2, **flags}  # flags read off the weights too
     with pytest.raises(InputError) as err:
         resolve_sizes(setup["ckpt"], setup["prepared"], embed_dim=16, g_n_feat=4, latent_size=5)

@@ -487,3 +487,46 @@ def test_crps_with_one_sample_twice_is_the_l1_score_and_needs_fake2():
         crps(None, fake, real, real_image=image, real_mask=real)
     with pytest.raises(ValueError, match="paired_score"):
         GeneratorLoss(paired_score="l2")
+
+
+def test_target_shrinkage_moves_the_paired_targets_toward_the_genes_prediction():
+    """lambda 0: the real nodule's value; 1: the prior's prediction from the expression alone."""
+    from rggan.losses import _masked_mean_std, soft_irregularity
+
+    gen = torch.Generator().manual_seed(2)
+    fake = _disc_output(torch.full((4,), 4.0))  # inside the band the margin term measures it in (3 px)
+    real = _disc_output(5 + 4 * torch.rand(4, generator=gen)).mask.detach()
+    image = torch.rand(4, 1, 32, 32, generator=gen) * 2 - 1
+    rna = torch.randn(4, 3, generator=gen)
+    prior = (torch.tensor([0.02, 0.0, -0.01]), 0.3)  # p(rna) = 0.02 rna_0 - 0.01 rna_2 + 0.3
+    kw = dict(c_isc=0.0, c_i=0.0, c_is=0.0, c_bg=0.0, c_shape=1.0, c_tex=1.0)
+    g_irr = soft_irregularity(fake.alpha * 1.0).detach()
+    r_irr = soft_irregularity((real > 0).float())
+    g_sd = _masked_mean_std(fake.image, (fake.mask > 0).float())[1].detach()
+    r_sd = _masked_mean_std(image, (real > 0).float())[1]
+    p = 0.02 * rna[:, 0] - 0.01 * rna[:, 2] + 0.3
+    for lam in (0.0, 0.5, 1.0):
+        loss = GeneratorLoss(**kw, target_shrinkage=lam, target_priors={"shape": prior} if lam else None)
+        out = loss(None, fake, real, rna=rna, real_image=image, real_mask=real)
+        target = (1 - lam) * r_irr + lam * p
+        assert out["g_shape"].item() == pytest.approx((g_irr - target).abs().mean().item(), rel=1e-4), lam
+        assert out["g_tex"].item() == pytest.approx((g_sd - r_sd).abs().mean().item(), rel=1e-4)  # no tex prior
+    # with lambda 1 the real margin no longer matters, the expression does; the texture keeps its real target
+    full = GeneratorLoss(**kw, target_shrinkage=1.0, target_priors={"shape": prior, "tex": prior})
+    other_real = _disc_output(torch.full((4,), 7.0)).mask.detach()
+    a = full(None, fake, real, rna=rna, real_image=image, real_mask=real)
+    b = full(None, fake, other_real, rna=rna, real_image=image, real_mask=other_real)
+    assert torch.allclose(a["g_shape"], b["g_shape"]) and torch.allclose(a["g_tex"], b["g_tex"])
+    assert a["g_tex"].item() == pytest.approx((g_sd - p).abs().mean().item(), rel=1e-4)
+    c = full(None, fake, real, rna=rna + 5, real_image=image, real_mask=real)
+    assert not torch.allclose(a["g_shape"], c["g_shape"])
+    with pytest.raises(ValueError, match="target_priors"):
+        GeneratorLoss(**kw, target_shrinkage=0.5)
+    with pytest.raises(ValueError, match=r"\['rec'\]: only shape, tex can be shrunk"):
+        GeneratorLoss(**kw, target_shrinkage=0.5, target_priors={"rec": prior})
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        GeneratorLoss(**kw, target_shrinkage=1.5, target_priors={"shape": prior})
+    with pytest.raises(ValueError, match="3 gene weights but the expression has 5"):
+        full(None, fake, real, rna=torch.zeros(4, 5), real_image=image, real_mask=real)
+    with pytest.raises(ValueError, match="rna="):
+        full(None, fake, real, real_image=image, real_mask=real)

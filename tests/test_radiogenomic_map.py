@@ -329,8 +329,11 @@ class EmbeddingDiskGenerator(torch.nn.Module):
         image = torch.where(mask > 0, base + 0.1 * e[:, 1].view(-1, 1, 1, 1), base)
         return SimpleNamespace(image=image, mask=mask)
 
+    def embed(self, rna):
+        return self.gene_encoder(rna)
+
     def forward(self, rna, z, base):
-        return self.synthesise(self.gene_encoder(rna), z, base)
+        return self.synthesise(self.embed(rna), z, base)
 
 
 def test_fast_map_matches_the_exact_map_through_a_nonlinear_encoder():

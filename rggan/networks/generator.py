@@ -3,7 +3,7 @@
 Shapes below use B = batch, G = genes, E = ``embed_dim``, L = ``latent_size``, g = ``g_n_feat``,
 S = ``image_size`` and k = S/16 (``code_kernel``)::
 
-    e       = gene_encoder(rna)                         (B, E)
+    e       = gene_encoder(rna) [+ P (W rna + c)]       (B, E)   (the bracket: with a ``phenotype_prior``)
     u       = cat(e, z)                                 (B, E+L)
     F1..F4  = code_projections(u)                       (B, 16g|8g|4g|2g, k, k)
     B0..B4  = background_encoder(base)                  g@S, 2g@S/2, 4g@S/4, 8g@S/8, 16g@k
@@ -37,6 +37,13 @@ gain 8 lets Adam move the amplitude across its range in a short run; the offset 
 disc. ``GeneratorOutput.clean_mask`` keeps the mask before the lobes (the predictable outline, which a
 reconstruction term may ask for).
 
+With a ``phenotype_prior`` (W, c), W a fixed (F, G) matrix and c (F,), the embedding also gets the F
+phenotype scores ``W rna + c`` (a sparse linear prediction of each real-nodule feature from the genes, fitted
+on the training patients: :func:`rggan.adaptive_lasso.phenotype_prior`) through a learned Linear(F -> E) P.
+W and c are buffers (saved with the weights, never trained). The encoder must otherwise learn, from ~80
+training patients, a gene map that holds between patients; the scores give it the linear read-out of the
+genes that a lasso of the same patients generalises with.
+
 BatchNorm is used throughout (also on the code projections), so training needs batch > 1 and
 single-sample inference needs ``eval()``.
 """
@@ -44,7 +51,9 @@ single-sample inference needs ``eval()``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
@@ -254,6 +263,9 @@ class RGGenerator(nn.Module):
             (``out * (1 + gamma(u)) + beta(u)``, one linear layer per block, zero-initialised by
             :func:`rggan.networks.init_weights`' N(0, 0.02)), a direct path from the genes to every scale besides
             AdaIN's channel statistics of the k x k code maps.
+        phenotype_prior: ``(W, c)``: a fixed (F, G) matrix and (F,) offset whose scores ``W rna + c`` enter the
+            embedding through a learned Linear(F -> E) (see the module docstring); None: the gene encoder alone.
+            Loading a checkpoint, zeros of the saved shape do (the saved buffers replace them).
 
     Differences from the prototype, on purpose: no unused 32-channel code projection (fc0) and no
     unused image-stage FC; ``embed_dim`` and the input size are honoured. The background encoder's
@@ -275,6 +287,7 @@ class RGGenerator(nn.Module):
         texture_noise: bool = False,
         film: bool = False,
         margin_harmonics: int = 0,
+        phenotype_prior: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__()
         check_positive(num_genes=num_genes, embed_dim=embed_dim, latent_size=latent_size, g_n_feat=g_n_feat)
@@ -296,6 +309,17 @@ class RGGenerator(nn.Module):
         stage_channels = [16 * g, 8 * g, 4 * g, 2 * g]  # synthesis-block widths, coarse -> fine
 
         self.gene_encoder = GeneEncoder(num_genes, embed_dim)
+        self.prior_projection: nn.Linear | None = None
+        if phenotype_prior is not None:
+            w = torch.as_tensor(np.asarray(phenotype_prior[0], dtype=np.float32))
+            c = torch.as_tensor(np.asarray(phenotype_prior[1], dtype=np.float32)).reshape(-1)
+            if w.ndim != 2 or w.shape[1] != num_genes or c.shape[0] != w.shape[0]:
+                raise ValueError(
+                    f"phenotype_prior must be ((F, {num_genes}), (F,)), got {tuple(w.shape)} and {tuple(c.shape)}"
+                )
+            self.register_buffer("prior_weight", w)
+            self.register_buffer("prior_bias", c)
+            self.prior_projection = nn.Linear(w.shape[0], embed_dim, bias=False)
         self.code_projections = nn.ModuleList(CodeProjection(embed_dim + latent_size, c, k) for c in stage_channels)
 
         enc_channels = [g, 2 * g, 4 * g, 8 * g, 16 * g]  # B0 .. B4
@@ -336,7 +360,15 @@ class RGGenerator(nn.Module):
         """
         if rna.ndim != 2 or rna.shape[1] != self.num_genes:
             raise ValueError(f"rna must be (B, {self.num_genes}), got {tuple(rna.shape)}")
-        return self.synthesise(self.gene_encoder(rna), z, base)
+        return self.synthesise(self.embed(rna), z, base)
+
+    def embed(self, rna: Tensor) -> Tensor:
+        """The gene embedding ``e`` (B, E) of (B, G) expression vectors: the encoder, plus the prior's scores."""
+        e = self.gene_encoder(rna)
+        if self.prior_projection is not None:
+            scores = rna.to(self.prior_weight.dtype) @ self.prior_weight.T + self.prior_bias
+            e = e + self.prior_projection(scores.to(e.dtype))
+        return e
 
     def encode_background(self, base: Tensor) -> list[Tensor]:
         """Everything that depends on ``base`` only: B0..B4 and the stage-1 convolution of B4.
@@ -359,7 +391,7 @@ class RGGenerator(nn.Module):
     def synthesise(
         self, e: Tensor, z: Tensor, base: Tensor, background: list[Tensor] | None = None
     ) -> GeneratorOutput:
-        """The generator from the gene embedding on: ``G`` with ``gene_encoder(rna)`` replaced by ``e``.
+        """The generator from the gene embedding on: ``G`` with ``embed(rna)`` replaced by ``e``.
 
         Args:
             e: (B, E) gene embeddings.

@@ -51,13 +51,16 @@ def _encoder_parts(network: torch.nn.Module) -> tuple[torch.nn.Linear, torch.nn.
     enc = getattr(network, "gene_encoder", None)
     if not isinstance(enc, torch.nn.Sequential) or not isinstance(enc[0], torch.nn.Linear):
         raise InputError("the fast map needs a generator whose gene_encoder is a Sequential starting with a Linear")
-    if not (hasattr(network, "synthesise") and hasattr(network, "encode_background")):
-        raise InputError("the fast map needs a generator with synthesise() and encode_background()")
+    if not all(hasattr(network, m) for m in ("embed", "synthesise", "encode_background")):
+        raise InputError("the fast map needs a generator with embed(), synthesise() and encode_background()")
     return enc[0], torch.nn.Sequential(*list(enc)[1:])
 
 
 def embedding_shifts(network: torch.nn.Module, rna: Tensor, unit_shift: Tensor, delta: float) -> Tensor:
     """Exact embedding differences ``E(rna + delta·d_j) - E(rna - delta·d_j)`` for every unit j.
+
+    ``E`` is the generator's :meth:`~rggan.networks.RGGenerator.embed`: the gene encoder, plus the phenotype
+    prior's path when the generator has one.
 
     Args:
         network: the generator (its ``gene_encoder`` must start with a ``Linear``).
@@ -75,7 +78,12 @@ def embedding_shifts(network: torch.nn.Module, rna: Tensor, unit_shift: Tensor, 
     b, j = pre.shape[0], step.shape[0]
     plus = rest((pre[:, None] + step[None]).reshape(b * j, -1))
     minus = rest((pre[:, None] - step[None]).reshape(b * j, -1))
-    return (plus - minus).view(b, j, -1)
+    shifts = (plus - minus).view(b, j, -1)
+    projection = getattr(network, "prior_projection", None)
+    if projection is not None:  # the phenotype prior's path is linear in rna: its difference is exact
+        prior_step = 2.0 * float(delta) * (unit_shift.to(network.prior_weight.dtype) @ network.prior_weight.T)
+        shifts = shifts + projection(prior_step.to(shifts.dtype))[None]
+    return shifts
 
 
 def shift_directions(moment: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -117,7 +125,7 @@ def _pilot_directions(
     """
     n_req = rna.shape[0]
     pilot = torch.linspace(0, n_req - 1, min(n_req, max(1, int(pilot_samples))), device=rna.device).round().long()
-    embed_dim = int(network.gene_encoder(rna[:1]).shape[1])
+    embed_dim = int(network.embed(rna[:1]).shape[1])
     k = embed_dim if str(directions) == "all" else int(directions)
     if k < 1:
         raise InputError(f"directions must be >= 1 or 'all', got {directions}")
@@ -130,7 +138,7 @@ def _pilot_directions(
     basis, explained = shift_directions(moment, k)
     if str(step) == "auto":
         # floor: a step below 1e-3 of the embedding's own size drowns in float32 round-off of e + h u
-        e_rms = float(network.gene_encoder(rna[pilot]).square().sum(1).mean().sqrt())
+        e_rms = float(network.embed(rna[pilot]).square().sum(1).mean().sqrt())
         h = max(float(torch.cat(norms).median()) / 2, 1e-3 * e_rms)
     else:
         h = float(step)
@@ -167,7 +175,7 @@ def _linearised_effects(
     rna, z, base, spacing = inputs
     b, k = rna.shape[0], basis.shape[1]
     offsets = torch.cat([basis.T, -basis.T]) * h  # (2K, E)
-    e = network.gene_encoder(rna)  # (b, E)
+    e = network.embed(rna)  # (b, E)
     background = [t.repeat_interleave(2 * k, dim=0) for t in network.encode_background(base)]
     pert = (e[:, None] + offsets[None]).reshape(b * 2 * k, -1)
     out = network.synthesise(pert, z.repeat_interleave(2 * k, 0), base.repeat_interleave(2 * k, 0), background)

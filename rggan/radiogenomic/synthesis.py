@@ -86,7 +86,7 @@ def _central_differences(
     if background is None:
         out = network(*pair)
     else:
-        out = network.synthesise(network.gene_encoder(pair[0]), pair[1], pair[2], background)
+        out = network.synthesise(network.embed(pair[0]), pair[1], pair[2], background)
     sp = torch.cat([spacing, spacing])
     f = nodule_features(out.image, out.mask, sp, main_component_only=main_component_only, hu_range=hu_range)
     vals = torch.stack([f[k] for k in FEATURE_NAMES], dim=1)  # (2b, F)
