@@ -377,8 +377,8 @@ class GeneratorLoss:
             (1: per-pixel L1). A texture is random: a per-pixel L1 against one real texture pulls the
             generated one towards its median, no texture at all; after a box filter the term asks for
             the patient's HU where the filter averages the texture out.
-        target_shrinkage: ``lambda`` in [0, 1]: each paired scalar term with a prior in ``target_priors``
-            (``"shape"``, ``"tex"``, ``"size"``) scores G against ``(1 - lambda) q(s) + lambda p(rna)``: the real
+        target_shrinkage: ``lambda`` in [0, 1]: each paired term with a prior in ``target_priors`` (``"shape"``,
+            ``"tex"``: :data:`SHRINKABLE_TERMS`) scores G against ``(1 - lambda) q(s) + lambda p(rna)``: the real
             nodule's value shrunk toward ``p``, a linear prediction from the patient's expression. One slice's
             margin and texture hold noise that no gene predicts; fitting it, G learns each training patient's
             noise instead of the genes' effect. 0: the real nodule alone.
