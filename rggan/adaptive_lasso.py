@@ -157,16 +157,27 @@ def lasso_scores(expression: np.ndarray, features: np.ndarray, alpha: float = 0.
     return _largest_scaled(_lasso_coefficients(x, y, alpha))
 
 
+def _standardised_prediction(
+    expression: np.ndarray, features: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, c)``, (features, genes) and (features,), with ``expression @ W.T + c`` each feature's lasso prediction
+    in SDs of its values over these patients (the fits of :func:`lasso_scores`, in the expression's units)."""
+    x_mean, x_sd = expression.mean(axis=0), expression.std(axis=0)
+    beta = _lasso_coefficients(_standardise(expression), _standardise(features), alpha)  # (genes, features)
+    weights = (beta / np.where(x_sd > 0, x_sd, 1.0)[:, None]).T
+    return weights, -(weights @ x_mean)
+
+
 def lasso_prediction(
     dataset_dir: str | os.PathLike, feature: str = "irregularity", alpha: float = 0.1, split: str = "training"
 ) -> tuple[np.ndarray, float]:
     """A sparse linear prediction of one real-nodule feature from the expression, fitted on one split.
 
     The same lasso as :func:`lasso_scores` (standardised data, the same ``alpha`` and cap), refitted on the
-    split's patients and returned in the units of the prepared expression vectors, so that
+    split's patients and returned in the units of the prepared expression vectors and of the feature, so that
     ``rna @ weights + intercept`` predicts the feature of a patient with expression ``rna``. It is what the
-    genes can say about the feature; a single real slice adds noise that no gene predicts (the paired margin
-    term's ``shape_shrinkage``, :class:`rggan.losses.GeneratorLoss`).
+    genes can say about the feature; a single real slice adds noise that no gene predicts (the paired terms'
+    ``target_shrinkage``, :class:`rggan.losses.GeneratorLoss`).
 
     Args:
         dataset_dir: a prepared folder; feature: one of :data:`rggan.features.FEATURE_NAMES`.
@@ -181,13 +192,8 @@ def lasso_prediction(
         raise ValueError(f"feature {feature!r} is unknown: use one of {', '.join(FEATURE_NAMES)}")
     expression, features = _split_arrays(dataset_dir, split)
     y = features[:, list(FEATURE_NAMES).index(feature)]
-    x_mean, x_sd = expression.mean(axis=0), expression.std(axis=0)
-    y_mean, y_sd = float(y.mean()), float(y.std())
-    if y_sd == 0:
-        return np.zeros(expression.shape[1]), y_mean
-    beta = _lasso_coefficients(_standardise(expression), _standardise(y[:, None]), alpha)[:, 0]
-    weights = y_sd * beta / np.where(x_sd > 0, x_sd, 1.0)
-    return weights, y_mean - float(weights @ x_mean)
+    (w,), (c,) = _standardised_prediction(expression, y[:, None], alpha)  # a constant feature: w = 0
+    return y.std() * w, float(y.mean() + y.std() * c)
 
 
 def phenotype_prior(
@@ -207,11 +213,8 @@ def phenotype_prior(
         ``(W, c)``: (features, genes) and (features,) float32, features in :data:`rggan.features.FEATURE_NAMES`
         order.
     """
-    expression, features = _split_arrays(dataset_dir, split)
-    x_mean, x_sd = expression.mean(axis=0), expression.std(axis=0)
-    beta = _lasso_coefficients(_standardise(expression), _standardise(features), alpha)  # (genes, features)
-    weights = (beta / np.where(x_sd > 0, x_sd, 1.0)[:, None]).T
-    return weights.astype(np.float32), (-(weights @ x_mean)).astype(np.float32)
+    weights, offset = _standardised_prediction(*_split_arrays(dataset_dir, split), alpha)
+    return weights.astype(np.float32), offset.astype(np.float32)
 
 
 def gene_association(dataset_dir: str | os.PathLike, method: str = "lasso", split: str = "training") -> np.ndarray:
