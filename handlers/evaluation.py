@@ -81,7 +81,7 @@ class EvaluationHandler:
         net = self.generator
         result = evaluate_generator(
             net, self.dataset_dir, latent_size=net.latent_size, image_size=net.image_size, truth_file=None,
-            **self.kwargs,
+            linear_reference=False, **self.kwargs,
         )  # fmt: skip
         scalars = scalar_metrics(result["metrics"])
         epoch = int(engine.state.epoch)

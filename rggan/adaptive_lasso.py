@@ -27,16 +27,21 @@ less and the rest more. The held-out patients never enter the weights.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rggan.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ASSOCIATIONS",
     "adaptive_lasso_scales",
     "gene_association",
     "lasso_prediction",
+    "linear_readout",
     "phenotype_prior",
     "lasso_scores",
     "marginal_association",
@@ -215,6 +220,38 @@ def phenotype_prior(
     """
     weights, offset = _standardised_prediction(*_split_arrays(dataset_dir, split), alpha)
     return weights.astype(np.float32), offset.astype(np.float32)
+
+
+def linear_readout(
+    dataset_dir: str | os.PathLike, split: str = "validation", alpha: float = 0.1, fit_split: str = "training"
+) -> pd.DataFrame:
+    """What a linear model of the genes predicts for each patient of ``split``: the prior's fits, in feature units.
+
+    The seven lasso fits of :func:`phenotype_prior` (on ``fit_split``'s patients) applied to the expression of
+    ``split``'s patients. On held-out patients it is the reference a generator's patient fidelity is read
+    against: what the genes can say about each feature through a sparse linear fit of the training nodules.
+
+    Args:
+        dataset_dir: a prepared folder; split: the patients predicted; alpha: the lasso penalty (> 0);
+        fit_split: the patients the fits use (never the held-out ones).
+
+    Returns:
+        a ``pandas.DataFrame``, patients x :data:`rggan.features.FEATURE_NAMES`, indexed by patient.
+    """
+    import pandas as pd
+
+    from rggan.data.dataset import load_datalist
+    from rggan.features import FEATURE_NAMES
+
+    expression, features = _split_arrays(dataset_dir, fit_split)
+    weights, offset = _standardised_prediction(expression, features, alpha)
+    items = load_datalist(dataset_dir, split)
+    if not items:
+        raise InputError(f"{dataset_dir}: no {split} patient to predict")
+    x = np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in items])
+    predicted = (x @ weights.T + offset) * features.std(axis=0) + features.mean(axis=0)
+    index = pd.Index([str(it["patient"]) for it in items], name="patient")
+    return pd.DataFrame(predicted, index=index, columns=list(FEATURE_NAMES))
 
 
 def gene_association(dataset_dir: str | os.PathLike, method: str = "lasso", split: str = "training") -> np.ndarray:

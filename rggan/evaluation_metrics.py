@@ -14,7 +14,10 @@ background patch ``base_index``, latents fixed by ``seed`` as in :mod:`rggan.inp
 * **patient fidelity**: per feature, Spearman correlation across patients between the real nodule's
   value and the mean over latents of the generated nodules' values (does G give each held-out patient
   its own phenotype from its genes? The patient's own background patch is used, so intensity features
-  also carry some background information);
+  also carry some background information); beside it, ``patient_fidelity_linear``: the same Spearman for
+  the sparse linear read-out of the genes fitted on the training patients
+  (:func:`rggan.adaptive_lasso.linear_readout`), the reference a generator's fidelity is read against on
+  any data, since no planted truth is needed;
 * **diversity** across latents and across patients (:mod:`rggan.diversity`);
 * on demo data (``demo_truth.json`` found or given): planted-association recovery of both radiogenomic
   maps (:func:`rggan.radiogenomic_map.score_against_truth`), the synthesis map computed over
@@ -50,6 +53,7 @@ __all__ = [
     "feature_realism",
     "patient_fidelity",
     "fidelity_ceiling",
+    "linear_fidelity",
     "intensity_metrics",
     "planted_recovery",
     "evaluate_generator",
@@ -156,6 +160,29 @@ def fidelity_ceiling(real: pd.DataFrame, truth: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def linear_fidelity(dataset_dir: str | os.PathLike, real: pd.DataFrame, split: str) -> dict[str, float] | None:
+    """Patient fidelity of the genes' sparse linear read-out (:func:`rggan.adaptive_lasso.linear_readout`).
+
+    Args:
+        dataset_dir: a prepared folder; real: the real feature table of ``split``'s patients;
+        split: the held-out patients (the read-out is fitted on the training patients).
+
+    Returns:
+        ``{feature: rho}`` as :func:`patient_fidelity`; None when ``split`` is the training split itself or the
+        training split is too small to fit (fewer than 3 patients).
+    """
+    from rggan.adaptive_lasso import linear_readout
+    from rggan.errors import InputError
+
+    if split == "training":
+        return None
+    try:
+        predicted = linear_readout(dataset_dir, split)
+    except InputError:
+        return None
+    return patient_fidelity(predicted.rename_axis("id").reset_index().assign(patient=predicted.index), real)
+
+
 def _inside_minus_outside(hu: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """Per image, mean HU inside the mask minus mean HU outside it (empty parts count as 0)."""
     n_in, n_out = inside.flatten(1).sum(1), (~inside).flatten(1).sum(1)
@@ -241,6 +268,8 @@ def planted_recovery(
             synthesis map.
         map_perturbation: ``"coexpression"`` or ``"gene"``, as ``run radiogenomic_map``'s ``perturbation``.
         main_component_only: measure only the largest connected component of each mask.
+        linear_reference: also score the genes' linear read-out (``patient_fidelity_linear``, seven lasso fits;
+            a validation step during training leaves it out, since it does not change with the generator).
         hu_range: the HU window of [-1, 1].
         truth: the contents of ``truth_path`` when the caller has already read it (read here when None).
 
@@ -316,6 +345,7 @@ def evaluate_generator(
     map_perturbation: str = "coexpression",
     progress: bool = False,
     main_component_only: bool = False,
+    linear_reference: bool = True,
 ) -> dict[str, Any]:
     """All metrics (see the module docstring) as a JSON-ready dict plus the feature tables.
 
@@ -366,6 +396,7 @@ def evaluate_generator(
         "generated": len(requests),
         "feature_realism": feature_realism(gen, real),
         "patient_fidelity_spearman": patient_fidelity(gen, real),
+        "patient_fidelity_linear": linear_fidelity(folder, real, split) if linear_reference else None,
         **intensity_metrics(out, base, real_image, real_mask, hu_range),
         "diversity": diversity_metrics(out["image"], out["mask"], patients, real_image, real_mask),
     }

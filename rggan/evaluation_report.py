@@ -61,10 +61,17 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     if "patient_fidelity_spearman" in metrics:
         lines.append("Patient fidelity (Spearman across patients, real feature vs mean generated feature):")
         ceiling = metrics.get("patient_fidelity_ceiling") or {}
+        linear = metrics.get("patient_fidelity_linear") or {}
+        if linear:
+            lines.append("  (linear: the same with a lasso read-out of the genes, fitted on the training patients)")
         if ceiling:
             lines.append("  (ceiling: the same with each patient's planted phenotype for the generated feature)")
         for k, v in metrics["patient_fidelity_spearman"].items():
-            lines.append(f"  {k:40s} {v:.4g}" + (f"   ceiling {ceiling[k]:.4g}" if k in ceiling else ""))
+            lines.append(
+                f"  {k:40s} {v:.4g}"
+                + (f"   linear {linear[k]:.4g}" if k in linear else "")
+                + (f"   ceiling {ceiling[k]:.4g}" if k in ceiling else "")
+            )
         lines.append("")
     for section in ("background_preservation", "mask_image_consistency", "diversity"):
         lines.append(section.replace("_", " ").capitalize() + ":")

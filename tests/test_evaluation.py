@@ -49,6 +49,7 @@ def test_evaluate_workflow(tmp_path):
     assert metrics["patients"] == 2 and metrics["generated"] == 6
     assert set(metrics["feature_realism"]) == set(FEATURE_NAMES)
     assert set(metrics["patient_fidelity_spearman"]) == set(FEATURE_NAMES)
+    assert set(metrics["patient_fidelity_linear"]) == set(FEATURE_NAMES)  # NaN (null) with 2 held-out patients
     w1 = metrics["feature_realism"]["mean_hu"]["w1"]
     assert w1 is not None and w1 >= 0
     bp = metrics["background_preservation"]["l1_outside_mask_hu"]

@@ -83,3 +83,34 @@ def test_phenotype_prior_scores_predict_the_training_features_in_sds(prepared_de
     for k, name in enumerate(FEATURE_NAMES):
         assert spearmanr(scores[:, k], real[name]).statistic > 0.5, name
     assert (w == 0).mean() > 0.5
+
+
+def test_linear_readout_predicts_held_out_patients_from_the_training_fits_alone(prepared_demo):
+    from scipy.stats import spearmanr
+
+    from rggan.adaptive_lasso import linear_readout, phenotype_prior
+    from rggan.data.dataset import load_datalist
+    from rggan.evaluation_metrics import linear_fidelity
+    from rggan.features import FEATURE_NAMES
+    from rggan.intensity import hu_range_of
+    from rggan.radiogenomic.conventional import real_features
+
+    folder = prepared_demo.output_dir
+    held_out = load_datalist(folder, "validation")
+    predicted = linear_readout(folder, "validation")
+    assert list(predicted.index) == [str(it["patient"]) for it in held_out]
+    assert list(predicted.columns) == list(FEATURE_NAMES)
+    # the training patients' read-out is the prior's scores put back into feature units
+    training = load_datalist(folder, "training")
+    real_training = real_features(training, hu_range_of(folder))
+    w, c = phenotype_prior(folder)
+    rna = np.stack([np.load(it["rna"]).reshape(-1) for it in training])
+    expected = (rna @ w.T + c) * real_training.std(ddof=0).to_numpy() + real_training.mean().to_numpy()
+    assert np.allclose(linear_readout(folder, "training").to_numpy(), expected, rtol=1e-3, atol=1e-3)
+    # on held-out patients it still tracks the strongly planted intensity phenotype
+    real = real_features(held_out, hu_range_of(folder))
+    assert spearmanr(predicted["mean_hu"], real["mean_hu"]).statistic > 0.5
+    fidelity = linear_fidelity(folder, real, "validation")
+    assert set(fidelity) == set(FEATURE_NAMES)
+    assert fidelity["mean_hu"] == spearmanr(predicted["mean_hu"], real["mean_hu"]).statistic
+    assert linear_fidelity(folder, real_training, "training") is None  # no held-out reference on training
