@@ -113,13 +113,13 @@ def run_evaluation(
         dataset_dir: prepared dataset folder.
         output_dir: destination folder.
         settings: recorded under ``settings`` in the metrics (e.g. the checkpoint used).
-        kwargs: :func:`rggan.evaluation_metrics.evaluate_generator` options (``progress`` and
-            ``main_component_only`` may be command-line strings).
+        kwargs: :func:`rggan.evaluation_metrics.evaluate_generator` options (``progress``,
+            ``main_component_only`` and ``linear_reference`` may be command-line strings).
 
     Returns:
         The metrics, with ``settings``.
     """
-    for flag in ("progress", "main_component_only"):  # CLI strings too
+    for flag in ("progress", "main_component_only", "linear_reference"):  # CLI strings too
         if flag in kwargs:
             kwargs[flag] = as_flag(kwargs[flag])
     result = evaluate_generator(network, dataset_dir, **kwargs)
