@@ -86,6 +86,22 @@ def test_sample_keys_wrong_pair_and_base(prepared):
             assert owners and owners[0] != s["patient"]
 
 
+def test_base_pool_any_draws_every_training_patients_backgrounds(prepared):
+    data = load_datalist(prepared)
+    numbers = {_patient_number(d["patient"]) for d in data}
+    ds = RGGANDataset(data, num_workers=0, seed=2, base_pool="any")
+    donors = set()
+    for _ in range(30):
+        for i in range(len(ds)):
+            s = ds[i]
+            assert s["patient"] == data[i]["patient"]  # the sample itself stays the patient's
+            value = float(s["base"][0, 0, 0])  # base k of patient n is the constant n + k/100
+            donors.add(int(round(value - (round(value * 100) % 100) / 100)))
+    assert donors == numbers  # every patient's patches are drawn, not only the sample's own
+    with pytest.raises(ValueError, match="base_pool"):
+        RGGANDataset(data, num_workers=0, base_pool="other")
+
+
 def test_wrong_pair_never_same_patient_with_repeated_patients(prepared):
     data = load_datalist(prepared)
     # three samples of R01-000 (e.g. several slices), two of R01-001, one of R01-002

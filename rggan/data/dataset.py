@@ -114,6 +114,9 @@ class RGGANDataset(Randomizable, torch.utils.data.Dataset):
         num_workers: threads used to fill the cache.
         seed: seed of the dataset's random generator.
         progress: show the cache-filling progress bar.
+        base_pool: where each draw's background patch comes from: ``"patient"`` (one of the patient's own
+            patches) or ``"any"`` (a patch of any patient in ``data``, so G cannot tell the patient by its
+            background).
 
     Randomness and workers:
         all draws use ``self.R`` (a ``numpy.random.RandomState``, MONAI's ``Randomizable`` convention).
@@ -133,7 +136,11 @@ class RGGANDataset(Randomizable, torch.utils.data.Dataset):
         num_workers: int | None = 1,
         seed: int = 0,
         progress: bool = False,
+        base_pool: str = "patient",
     ) -> None:
+        if base_pool not in ("patient", "any"):
+            raise ValueError(f"base_pool must be 'patient' or 'any', got {base_pool!r}")
+        self.base_pool = base_pool
         self.data = [dict(d) for d in data]
         patients = [str(d.get("patient", i)) for i, d in enumerate(self.data)]
         if len(set(patients)) < 2:
@@ -184,7 +191,8 @@ class RGGANDataset(Randomizable, torch.utils.data.Dataset):
         index = int(index)
         wrong = self.randomize(index)
         item, other = self.cache[index], self.cache[wrong]
-        bases = item["bases"]
+        donor = item if self.base_pool == "patient" else self.cache[int(self.R.randint(len(self.data)))]
+        bases = donor["bases"]
         k = int(self.R.randint(bases.shape[0]))
         sample = {
             "image": item["image"],
