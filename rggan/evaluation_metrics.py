@@ -180,7 +180,7 @@ def linear_fidelity(dataset_dir: str | os.PathLike, real: pd.DataFrame, split: s
         predicted = linear_readout(dataset_dir, split)
     except InputError:
         return None
-    return patient_fidelity(predicted.rename_axis("id").reset_index().assign(patient=predicted.index), real)
+    return patient_fidelity(predicted.rename_axis(None).assign(patient=predicted.index), real)
 
 
 def _inside_minus_outside(hu: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
@@ -268,8 +268,6 @@ def planted_recovery(
             synthesis map.
         map_perturbation: ``"coexpression"`` or ``"gene"``, as ``run radiogenomic_map``'s ``perturbation``.
         main_component_only: measure only the largest connected component of each mask.
-        linear_reference: also score the genes' linear read-out (``patient_fidelity_linear``, seven lasso fits;
-            a validation step during training leaves it out, since it does not change with the generator).
         hu_range: the HU window of [-1, 1].
         truth: the contents of ``truth_path`` when the caller has already read it (read here when None).
 
@@ -360,6 +358,8 @@ def evaluate_generator(
         truth_file: ``demo_truth.json``, ``"auto"`` (look beside the dataset) or None (no map scores).
         map_split, map_latents, map_delta, map_perturbation: see :func:`planted_recovery`.
         main_component_only: measure only the largest connected component of each mask.
+        linear_reference: also score the genes' linear read-out (``patient_fidelity_linear``, seven lasso fits;
+            a validation step during training leaves it out, since it does not change with the generator).
 
     Returns:
         ``{"metrics": {...}, "generated_features": DataFrame, "real_features": DataFrame}``.
