@@ -160,12 +160,16 @@ def fidelity_ceiling(real: pd.DataFrame, truth: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def linear_fidelity(dataset_dir: str | os.PathLike, real: pd.DataFrame, split: str) -> dict[str, float] | None:
+def linear_fidelity(
+    dataset_dir: str | os.PathLike, real: pd.DataFrame, split: str, refit_alpha: float = 0.0
+) -> dict[str, float] | None:
     """Patient fidelity of the genes' sparse linear read-out (:func:`rggan.adaptive_lasso.linear_readout`).
 
     Args:
         dataset_dir: a prepared folder; real: the real feature table of ``split``'s patients;
         split: the held-out patients (the read-out is fitted on the training patients).
+        refit_alpha: > 0: the read-out's fits refitted as adaptive lassos
+            (:func:`rggan.adaptive_lasso.phenotype_prior`); 0: the prior's default fits.
 
     Returns:
         ``{feature: rho}`` as :func:`patient_fidelity`; None when ``split`` is the training split itself or the
@@ -177,7 +181,7 @@ def linear_fidelity(dataset_dir: str | os.PathLike, real: pd.DataFrame, split: s
     if split == "training":
         return None
     try:
-        predicted = linear_readout(dataset_dir, split)
+        predicted = linear_readout(dataset_dir, split, refit_alpha=refit_alpha)
     except InputError:
         return None
     return patient_fidelity(predicted.rename_axis(None).assign(patient=predicted.index), real)
