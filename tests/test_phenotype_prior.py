@@ -42,6 +42,24 @@ def test_the_prior_scores_enter_the_embedding_through_a_learned_projection_only(
         RGGenerator(GENES + 1, g_n_feat=4, image_size=32, phenotype_prior=_prior())
 
 
+def test_prior_noise_jitters_the_scores_in_training_steps_only():
+    torch.manual_seed(0)
+    net = RGGenerator(GENES, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, phenotype_prior=_prior(),
+                      prior_noise=0.5).apply(init_weights)  # fmt: skip
+    rna = torch.randn(64, GENES)
+    clean = net.eval().embed(rna)
+    assert torch.equal(net.embed(rna), clean)  # eval mode: no noise, the map and inference are deterministic
+    net.train()
+    a, b = net.embed(rna), net.embed(rna)
+    assert not torch.allclose(a, b)
+    # the noise enters through the prior's projection only: it is P eps, eps ~ N(0, 0.5^2) per score
+    eps = torch.linalg.lstsq(net.prior_projection.weight, (a - clean).T).solution.T  # (64, 3)
+    assert torch.allclose(net.prior_projection(eps), a - clean, atol=1e-5)
+    assert 0.4 < eps.std().item() < 0.6
+    with pytest.raises(ValueError, match="prior_noise"):
+        RGGenerator(GENES, g_n_feat=4, image_size=32, phenotype_prior=_prior(), prior_noise=-1.0)
+
+
 def test_a_checkpoint_keeps_the_prior_and_the_fast_map_shifts_include_it(tmp_path):
     from rggan.checkpoint import load_generator
     from rggan.fast_map import embedding_shifts

@@ -266,6 +266,8 @@ class RGGenerator(nn.Module):
         phenotype_prior: ``(W, c)``: a fixed (F, G) matrix and (F,) offset whose scores ``W rna + c`` enter the
             embedding through a learned Linear(F -> E) (see the module docstring); None: the gene encoder alone.
             Loading a checkpoint, zeros of the saved shape do (the saved buffers replace them).
+        prior_noise: SD of Gaussian noise added to the prior's scores in train mode (never in eval mode, so maps
+            and inference stay deterministic); 0: none.
 
     Differences from the prototype, on purpose: no unused 32-channel code projection (fc0) and no
     unused image-stage FC; ``embed_dim`` and the input size are honoured. The background encoder's
@@ -288,6 +290,7 @@ class RGGenerator(nn.Module):
         film: bool = False,
         margin_harmonics: int = 0,
         phenotype_prior: tuple[Any, Any] | None = None,
+        prior_noise: float = 0.0,
     ) -> None:
         super().__init__()
         check_positive(num_genes=num_genes, embed_dim=embed_dim, latent_size=latent_size, g_n_feat=g_n_feat)
@@ -304,6 +307,9 @@ class RGGenerator(nn.Module):
         if isinstance(margin_harmonics, bool) or int(margin_harmonics) != margin_harmonics or margin_harmonics < 0:
             raise ValueError(f"margin_harmonics must be an int >= 0 (0: no margin lobes), got {margin_harmonics!r}")
         self.margin_harmonics = int(margin_harmonics)
+        if not prior_noise >= 0:
+            raise ValueError(f"prior_noise must be >= 0, got {prior_noise!r}")
+        self.prior_noise = float(prior_noise)
 
         g = g_n_feat
         stage_channels = [16 * g, 8 * g, 4 * g, 2 * g]  # synthesis-block widths, coarse -> fine
@@ -367,6 +373,8 @@ class RGGenerator(nn.Module):
         e = self.gene_encoder(rna)
         if self.prior_projection is not None:
             scores = rna.to(self.prior_weight.dtype) @ self.prior_weight.T + self.prior_bias
+            if self.training and self.prior_noise > 0:  # smooths G's response to the scores (train mode only)
+                scores = scores + self.prior_noise * torch.randn_like(scores)
             e = e + self.prior_projection(scores.to(e.dtype))
         return e
 
