@@ -254,6 +254,15 @@ class RGGanTrainer(GanTrainer):
                 extra["fake2"] = engine.g_inferer(rna, g_net, self._latents(engine, image.shape[0]), base)
         with self._autocast():
             g_out = engine.g_loss_function(d_net, fake, base, rna=rna, real_image=image, real_mask=mask, **extra)
+        if getattr(engine.g_loss_function, "mixup", 0.0) > 0:  # a sample from mixed expression (GeneratorLoss.mixup)
+            partner = torch.randperm(image.shape[0], device=image.device)
+            lam = torch.rand(image.shape[0], device=image.device)
+            rna_mix = lam[:, None] * rna + (1 - lam[:, None]) * rna[partner]
+            with self._autocast():
+                fake_mix = engine.g_inferer(rna_mix, g_net, self._latents(engine, image.shape[0]), base)
+                mixed = engine.g_loss_function.mixed_terms(fake_mix, base, image, mask, partner, lam, rna)
+            if mixed:
+                g_out = {**g_out, **mixed, "total": g_out["total"] + torch.stack(list(mixed.values())).sum()}
         engine.g_scaler.scale(g_out["total"]).backward()
         engine.g_scaler.step(engine.g_optimizer)
         engine.g_scaler.update()

@@ -391,6 +391,10 @@ class GeneratorLoss:
             ``"crps"`` (``(d(x1, y) + d(x2, y)) / 2 - d(x1, x2) / 2`` over two samples with independent
             latents: the continuous ranked probability score, a proper scoring rule whose optimum is the
             true conditional distribution, so the latents carry what the genes do not predict).
+        mixup: weight of the mixed-expression terms (:meth:`mixed_terms`): the trainer adds, per G step, nodules
+            generated from ``lam rna_i + (1 - lam) rna_j`` (``j`` another patient of the batch, ``lam ~ U(0, 1)``)
+            on patient i's background, scored by the paired scalar terms (``c_tex``, ``c_shape``, ``c_size``)
+            against the same mix of the two real nodules' values; 0: off.
 
     Keys of the returned dict: ``"total"``, ``"g_isc"``, ``"g_i"``, ``"g_is"``, ``"g_bg"``, ``"g_rec"``,
     ``"g_tex"``, ``"g_shape"``, ``"g_size"``, ``"g_binary"``, ``"g_stray"`` (those with a non-zero
@@ -419,10 +423,15 @@ class GeneratorLoss:
         paired_score: str = "l1",
         target_shrinkage: float = 0.0,
         target_priors: Mapping[str, tuple[Sequence[float] | Tensor, float]] | None = None,
+        mixup: float = 0.0,
     ) -> None:
         if paired_score not in ("l1", "crps"):
             raise ValueError(f"paired_score must be 'l1' or 'crps', got {paired_score!r}")
         self.paired_score = paired_score
+        if not mixup >= 0:
+            raise ValueError(f"mixup must be >= 0, got {mixup!r}")
+        #: weight of :meth:`mixed_terms` (the trainer adds a mixed-expression sample when > 0)
+        self.mixup = float(mixup)
         if shape_measure not in ("tv", "level_set"):
             raise ValueError(f"shape_measure must be 'tv' or 'level_set', got {shape_measure!r}")
         if shape_target not in ("tv", "feature"):
@@ -527,6 +536,44 @@ class GeneratorLoss:
         if self.c_size > 0:  # equivalent radius, as equivalent_radius_mm measures it
             q["size"] = _equivalent_radius(fake.alpha)
         return q
+
+    def mixed_terms(
+        self,
+        fake: GeneratorOutput,
+        base: Tensor,
+        real_image: Tensor,
+        real_mask: Tensor,
+        partner: Tensor,
+        lam: Tensor,
+        rna: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """The paired scalar terms of nodules generated from mixed expression, against the mixed real values.
+
+        With a gene effect that is linear (as the paired targets' noise averages out, its conditional mean),
+        the mix ``lam rna_i + (1 - lam) rna_j`` of two patients' expression should give the same mix of their
+        nodules' size, texture and margin: G is asked for the gene effect between the training patients, not
+        only at them (mixup, Zhang et al. 2018, on the condition and the paired targets).
+
+        Args:
+            fake: nodules generated from the mixed expression on patient i's background ``base``.
+            real_image, real_mask: the batch's real nodules (patient i's at row i).
+            partner: (B,) long, the row ``j`` mixed into each row; lam: (B,) the weight of row i.
+            rna: the batch's (unmixed) expression, for the shrunk targets (``target_shrinkage``).
+
+        Returns:
+            ``{"g_mix_tex", "g_mix_shape", "g_mix_size"}`` (those with a non-zero coefficient), each multiplied by
+            its coefficient and by ``mixup``.
+        """
+        inside = (real_mask > 0).to(fake.image.dtype)
+        real = self._real_quantities(real_image, real_mask, inside, rna)
+        q = self._fake_quantities(fake, base, torch.maximum(inside, inside[partner]))  # near either nodule
+        terms: dict[str, Tensor] = {}
+        for name, coeff in (("tex", self.c_tex), ("shape", self.c_shape), ("size", self.c_size)):
+            if coeff > 0:
+                lam_ = lam.to(real[name].dtype).reshape(-1, *([1] * (real[name].ndim - 1)))
+                target = lam_ * real[name] + (1 - lam_) * real[name][partner]
+                terms[f"g_mix_{name}"] = self.mixup * coeff * (q[name] - target).abs().mean()
+        return terms
 
     def __call__(
         self,

@@ -175,6 +175,29 @@ def test_crps_loss_gets_a_second_sample_with_independent_latents(prepared):
     assert len(plain.calls) == 1  # an L1 loss: one generator call per iteration
 
 
+def test_mixup_adds_a_sample_from_mixed_expression_on_the_same_backgrounds(prepared):
+    inferer = _RecordingInferer()
+    loss = GeneratorLoss(erosion=3, c_tex=1.0, c_shape=1.0, c_size=1.0, mixup=0.5)
+    trainer, outputs = make_trainer(prepared, batch_size=4, epoch_length=1, g_loss=loss, g_inferer=inferer)
+    trainer.run()
+    assert len(inferer.calls) == 2  # the fakes D saw, then the mixed sample
+    (rna1, z1, base1), (rna2, z2, base2) = inferer.calls
+    assert torch.equal(base1, base2) and not torch.equal(z1, z2)
+    # each mixed row lies on the segment between its own expression and another row's
+    for i in range(4):
+        hits = []
+        for j in range(4):
+            d = rna1[i] - rna1[j]
+            t = ((rna2[i] - rna1[j]) @ d / (d @ d)).item() if d.abs().sum() > 0 else 1.0
+            if torch.allclose(rna2[i], t * rna1[i] + (1 - t) * rna1[j], atol=1e-5) and 0 <= t <= 1:
+                hits.append(t)
+        assert hits, f"row {i} is not a mix of two batch rows"
+    terms = outputs[0]["g_terms"]
+    assert {"g_mix_tex", "g_mix_shape", "g_mix_size", "g_tex", "g_shape", "g_size"} <= set(terms)
+    scalars = loss_scalars(outputs[0])
+    assert math.isclose(sum(scalars[k] for k in terms), scalars["g_loss"], rel_tol=1e-5)
+
+
 def test_same_seed_same_losses(prepared):
     def losses(seed):
         trainer, outputs = make_trainer(prepared, batch_size=3, epochs=2, seed=seed)

@@ -530,3 +530,30 @@ def test_target_shrinkage_moves_the_paired_targets_toward_the_genes_prediction()
         full(None, fake, real, rna=torch.zeros(4, 5), real_image=image, real_mask=real)
     with pytest.raises(ValueError, match="rna="):
         full(None, fake, real, real_image=image, real_mask=real)
+
+
+def test_mixed_terms_score_the_mixed_expression_against_the_mixed_real_values():
+    """lam 1 with itself as partner: the paired L1 terms; lam 0.5: the target halfway between two nodules,
+    so a disc whose radius is the mean of two real radii scores ~0 on size where either real radius does not."""
+    gen = torch.Generator().manual_seed(3)
+    fake = _disc_output(4 + 4 * torch.rand(4, generator=gen))
+    real = _disc_output(4 + 4 * torch.rand(4, generator=gen)).mask.detach()
+    image = torch.rand(4, 1, 32, 32, generator=gen) * 2 - 1
+    kw = dict(c_isc=0.0, c_i=0.0, c_is=0.0, c_bg=0.0, c_tex=600.0, c_shape=200.0, c_size=640.0)
+    loss = GeneratorLoss(**kw, mixup=0.5)
+    plain = loss(None, fake, real, real_image=image, real_mask=real)
+    same = loss.mixed_terms(fake, real, image, real, torch.arange(4), torch.ones(4))
+    assert set(same) == {"g_mix_tex", "g_mix_shape", "g_mix_size"}
+    for name in ("tex", "shape", "size"):
+        assert torch.allclose(same[f"g_mix_{name}"], 0.5 * plain[f"g_{name}"])
+    radii = torch.tensor([4.0, 8.0, 5.0, 7.0])
+    real = _disc_output(radii).mask.detach()
+    partner = torch.tensor([1, 0, 3, 2])
+    halfway = _disc_output((radii + radii[partner]) / 2)  # every row: 6 px
+    mixed = loss.mixed_terms(halfway, real, image, real, partner, torch.full((4,), 0.5))["g_mix_size"]
+    ends = _disc_output(radii)  # each row at its own radius: 1-2 px from the target
+    at_one_end = loss.mixed_terms(ends, real, image, real, partner, torch.full((4,), 0.5))["g_mix_size"]
+    assert mixed < 0.2 * at_one_end  # the soft discs: the equivalent radius is nearly linear in r
+    assert GeneratorLoss(**kw).mixup == 0.0
+    with pytest.raises(ValueError, match="mixup"):
+        GeneratorLoss(mixup=-1.0)
