@@ -4,7 +4,8 @@ Two trainings writing into one ``--output_dir`` overwrite each other's checkpoin
 removes a checkpoint file the other run already removed). The training config claims the folder first
 (``initialize``, rank 0 only): ``<output_dir>/.training.lock`` holds the claiming process's host and pid and
 is removed when that process exits. A lock left by a process that no longer runs on this host (a crash, a
-killed job) is taken over with a warning, so re-running a command to resume it still works.
+killed job) is taken over with a warning, so re-running a command to resume it still works; so is a lock
+that names no process and is older than :data:`EMPTY_LOCK_AGE_S` (a crash between creating it and writing it).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from rggan.errors import InputError
 
-__all__ = ["LOCK_NAME", "claim_output_dir"]
+__all__ = ["EMPTY_LOCK_AGE_S", "LOCK_NAME", "claim_output_dir"]
 
 LOCK_NAME = ".training.lock"
+#: seconds after which a lock naming no process counts as left by a crash (a live claim writes it at once)
+EMPTY_LOCK_AGE_S = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,19 @@ def claim_output_dir(output_dir: str | os.PathLike) -> Path:
             except (OSError, ValueError):
                 holder = {}
             host, pid = holder.get("host"), holder.get("pid")
+            if not isinstance(pid, int):  # empty or unreadable: being written now, or left by a crash
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # released meanwhile
+                if age > EMPTY_LOCK_AGE_S:
+                    logger.warning("%s: taking over a lock that names no process (%.0f s old)", path, age)
+                    path.unlink(missing_ok=True)
+                    continue
+                raise InputError(
+                    f"{folder} is being claimed by another training run (lock file {path}, {age:.0f} s old, "
+                    "names no process yet): use another --output_dir, or retry in a few seconds."
+                ) from None
             if host == me["host"] and isinstance(pid, int) and pid != me["pid"] and not _alive(pid):
                 logger.warning("%s: taking over the lock of process %d, which no longer runs", path, pid)
                 path.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rggan.errors import InputError
-from rggan.run_lock import LOCK_NAME, _release, claim_output_dir
+from rggan.run_lock import EMPTY_LOCK_AGE_S, LOCK_NAME, _release, claim_output_dir
 
 
 def test_a_live_holder_blocks_the_folder_and_a_dead_one_is_taken_over(tmp_path):
@@ -45,3 +45,16 @@ def test_the_lock_is_gone_when_the_claiming_process_exits(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_lock_naming_no_process_is_taken_over_once_it_is_old(tmp_path):
+    """A crash between creating the lock and writing it leaves an empty file: a young one is someone's claim in
+    progress, an old one is stale."""
+    lock = tmp_path / LOCK_NAME
+    lock.write_text("")
+    with pytest.raises(InputError, match="names no process yet"):
+        claim_output_dir(tmp_path)
+    assert lock.read_text() == ""
+    old = lock.stat().st_mtime - 2 * EMPTY_LOCK_AGE_S
+    os.utime(lock, (old, old))
+    assert json.loads(claim_output_dir(tmp_path).read_text())["pid"] == os.getpid()
