@@ -54,16 +54,32 @@ __all__ = [
 ASSOCIATIONS = ("lasso", "ridge", "marginal")
 
 
-def _split_arrays(dataset_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(patients, genes) expression and (patients, features) real-nodule features of one split, finite rows."""
+def _split_arrays(
+    dataset_dir: str | os.PathLike, split: str, slice_margin: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(patients, genes) expression and (patients, features) real-nodule features of one split, finite rows.
+
+    With ``slice_margin``, the ``irregularity`` column holds each patient's slice-averaged margin from prepare
+    (``margin_slices > 0``; the nodule slice's value where none was measured).
+    """
     from rggan.data.dataset import load_datalist
+    from rggan.features import FEATURE_NAMES
     from rggan.intensity import hu_range_of
     from rggan.radiogenomic.conventional import real_features
 
     items = load_datalist(dataset_dir, split)
     if len(items) < 3:
         raise InputError(f"{dataset_dir}: the adaptive gene lasso needs >= 3 {split} patients, got {len(items)}")
-    features = real_features(items, hu_range_of(dataset_dir)).to_numpy(np.float64)
+    features = real_features(items, hu_range_of(dataset_dir)).to_numpy(np.float64, copy=True)
+    if slice_margin:
+        if not any("margin" in it for it in items):
+            raise InputError(
+                f"{dataset_dir} holds no slice-averaged margins: prepare the raw download with "
+                "`rggan prepare --margin-slices 2` (train.yaml: margin_slices)"
+            )
+        m = np.array([np.nan if it.get("margin") is None else float(it["margin"]) for it in items])
+        col = list(FEATURE_NAMES).index("irregularity")
+        features[:, col] = np.where(np.isfinite(m), m, features[:, col])
     expression = np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in items])
     ok = np.isfinite(features).all(axis=1)
     return expression[ok], features[ok]
@@ -81,24 +97,29 @@ def _largest_scaled(coef: np.ndarray) -> np.ndarray:
     return (coef / np.where(top > 0, top, 1.0)).max(axis=1)
 
 
-def marginal_association(dataset_dir: str | os.PathLike, split: str = "training") -> np.ndarray:
+def marginal_association(
+    dataset_dir: str | os.PathLike, split: str = "training", slice_margin: bool = False
+) -> np.ndarray:
     """Each gene's largest |Spearman| with the real nodules' features over the patients of one split.
 
     Args:
         dataset_dir: a prepared folder (``datalist.json``, ``gene_transform.json``).
         split: the datalist split whose patients are measured (never the held-out one for training).
+        slice_margin: the margin feature is prepare's slice-averaged one (:func:`_split_arrays`).
 
     Returns:
         (genes,) float64 in [0, 1], in the prepared gene order; a constant gene gives 0.
     """
     from rggan.radiogenomic.correlation import spearman_matrix
 
-    expression, features = _split_arrays(dataset_dir, split)
+    expression, features = _split_arrays(dataset_dir, split, slice_margin)
     rho, _ = spearman_matrix(expression, features)
     return np.nan_to_num(np.abs(rho), nan=0.0).max(axis=1)
 
 
-def ridge_association(dataset_dir: str | os.PathLike, split: str = "training", lam: float = 100.0) -> np.ndarray:
+def ridge_association(
+    dataset_dir: str | os.PathLike, split: str = "training", lam: float = 100.0, slice_margin: bool = False
+) -> np.ndarray:
     """Each gene's largest |ridge coefficient| over the real nodules' features, each feature's scaled to max 1.
 
     A joint fit, unlike the marginal association: of two co-expressed genes the one that explains a feature
@@ -108,11 +129,12 @@ def ridge_association(dataset_dir: str | os.PathLike, split: str = "training", l
     Args:
         dataset_dir: a prepared folder; split: the datalist split (never the held-out one for training).
         lam: the ridge penalty on the standardised data.
+        slice_margin: the margin feature is prepare's slice-averaged one (:func:`_split_arrays`).
 
     Returns:
         (genes,) float64 in [0, 1], in the prepared gene order.
     """
-    return ridge_scores(*_split_arrays(dataset_dir, split), lam=lam)
+    return ridge_scores(*_split_arrays(dataset_dir, split, slice_margin), lam=lam)
 
 
 def ridge_scores(expression: np.ndarray, features: np.ndarray, lam: float = 100.0) -> np.ndarray:
@@ -200,7 +222,11 @@ def _standardised_prediction(
 
 
 def lasso_prediction(
-    dataset_dir: str | os.PathLike, feature: str = "irregularity", alpha: float = 0.1, split: str = "training"
+    dataset_dir: str | os.PathLike,
+    feature: str = "irregularity",
+    alpha: float = 0.1,
+    split: str = "training",
+    slice_margin: bool = False,
 ) -> tuple[np.ndarray, float]:
     """A sparse linear prediction of one real-nodule feature from the expression, fitted on one split.
 
@@ -213,6 +239,7 @@ def lasso_prediction(
     Args:
         dataset_dir: a prepared folder; feature: one of :data:`rggan.features.FEATURE_NAMES`.
         alpha: the lasso penalty (> 0); split: the datalist split (never the held-out one for training).
+        slice_margin: the margin feature is prepare's slice-averaged one (:func:`_split_arrays`).
 
     Returns:
         ``(weights, intercept)``: (genes,) float64 weights and the float intercept.
@@ -221,14 +248,18 @@ def lasso_prediction(
 
     if feature not in FEATURE_NAMES:
         raise ValueError(f"feature {feature!r} is unknown: use one of {', '.join(FEATURE_NAMES)}")
-    expression, features = _split_arrays(dataset_dir, split)
+    expression, features = _split_arrays(dataset_dir, split, slice_margin)
     y = features[:, list(FEATURE_NAMES).index(feature)]
     (w,), (c,) = _standardised_prediction(expression, y[:, None], alpha)  # a constant feature: w = 0
     return y.std() * w, float(y.mean() + y.std() * c)
 
 
 def phenotype_prior(
-    dataset_dir: str | os.PathLike, alpha: float = 0.1, split: str = "training", refit_alpha: float = 0.0
+    dataset_dir: str | os.PathLike,
+    alpha: float = 0.1,
+    split: str = "training",
+    refit_alpha: float = 0.0,
+    slice_margin: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The generator's phenotype prior: a lasso prediction of every real-nodule feature from the expression.
 
@@ -241,12 +272,14 @@ def phenotype_prior(
             held-out one for training).
         refit_alpha: > 0: each fit refitted as an adaptive lasso with this penalty (:func:`_adaptive_refit`);
             0: the lasso alone.
+        slice_margin: the margin is fitted on prepare's slice-averaged values (:func:`_split_arrays`), as the
+            ``"slices"`` margin target of the G loss reads it.
 
     Returns:
         ``(W, c)``: (features, genes) and (features,) float32, features in :data:`rggan.features.FEATURE_NAMES`
         order.
     """
-    weights, offset = _standardised_prediction(*_split_arrays(dataset_dir, split), alpha, refit_alpha)
+    weights, offset = _standardised_prediction(*_split_arrays(dataset_dir, split, slice_margin), alpha, refit_alpha)
     return weights.astype(np.float32), offset.astype(np.float32)
 
 
@@ -287,21 +320,24 @@ def linear_readout(
     return pd.DataFrame(predicted, index=index, columns=list(FEATURE_NAMES))
 
 
-def gene_association(dataset_dir: str | os.PathLike, method: str = "lasso", split: str = "training") -> np.ndarray:
+def gene_association(
+    dataset_dir: str | os.PathLike, method: str = "lasso", split: str = "training", slice_margin: bool = False
+) -> np.ndarray:
     """The initial estimate of each gene's importance: ``"lasso"`` (the default), ``"ridge"`` or ``"marginal"``.
 
     Args:
         dataset_dir: a prepared folder; method: one of :data:`ASSOCIATIONS`; split: the datalist split.
+        slice_margin: the margin feature is prepare's slice-averaged one (:func:`_split_arrays`).
 
     Returns:
         (genes,) float64 in [0, 1].
     """
     if method == "ridge":
-        return ridge_association(dataset_dir, split)
+        return ridge_association(dataset_dir, split, slice_margin=slice_margin)
     if method == "marginal":
-        return marginal_association(dataset_dir, split)
+        return marginal_association(dataset_dir, split, slice_margin)
     if method == "lasso":
-        return lasso_scores(*_split_arrays(dataset_dir, split))
+        return lasso_scores(*_split_arrays(dataset_dir, split, slice_margin))
     raise ValueError(f"gene_association {method!r} is unknown: use one of {', '.join(ASSOCIATIONS)}")
 
 

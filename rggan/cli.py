@@ -45,7 +45,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     )
     config = PrepareConfig(
         image_size=args.image_size, num_bases=args.bases, seed=args.seed, val_fraction=args.val_fraction,
-        crop_mm=args.crop_mm, genes=gene_config, permute_rna=args.permute_rna,
+        crop_mm=args.crop_mm, genes=gene_config, permute_rna=args.permute_rna, margin_slices=args.margin_slices,
     )  # fmt: skip
     result = prepare_dataset(
         args.input, args.output, config=config, rna_path=args.rna, workers=args.workers, progress=not args.quiet
@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--permute-rna", type=int, default=None, metavar="SEED",
         help="negative control: shuffle the RNA profiles among the patients with this seed "
         "(breaks every gene-image link)",
+    )  # fmt: skip
+    p.add_argument(
+        "--margin-slices", type=int, default=0, metavar="K",
+        help="also store each patient's margin irregularity averaged over the tumour's slices within K of the "
+        "nodule slice (training's shape_target slices; default 0: not measured)",
     )  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation patients fraction (default 0.2)")
     p.add_argument("--max-na-fraction", type=float, default=0.0, help="drop genes with more NAs (default 0)")

@@ -14,7 +14,9 @@ Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`
   (detaches the fakes itself and calls ``f`` on each pair's loss right after that pair's D call);
 * ``g_loss_function(d_network, fake, base, rna=rna, real_image=image, real_mask=mask) -> {"total": ..., <term>: ...}``;
   a loss whose ``paired_samples`` attribute is 2 also gets ``fake2=g_inferer(rna, g_network, z2, base)``, a
-  second sample with independent latents ``z2`` (the CRPS paired terms of :class:`rggan.losses.GeneratorLoss`).
+  second sample with independent latents ``z2`` (the CRPS paired terms of :class:`rggan.losses.GeneratorLoss`);
+  one whose ``uses_margin`` attribute is true also gets ``real_margin=batch["margin"]``, each patient's
+  slice-averaged margin irregularity from prepare (``margin_slices > 0``).
 
 ``engine.state.output`` after each iteration (a plain, batched dict)::
 
@@ -249,6 +251,13 @@ class RGGanTrainer(GanTrainer):
                 fake = engine.g_inferer(rna, g_net, z, base)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         extra = {}
+        if getattr(engine.g_loss_function, "uses_margin", False):  # prepare's slice-averaged margins (GeneratorLoss)
+            if "margin" not in batch:
+                raise ValueError(
+                    "the G loss reads each patient's slice-averaged margin (shape_target='slices') but the batch "
+                    "has none: prepare the data with margin_slices > 0 (`rggan prepare --margin-slices 2`)"
+                )
+            extra["real_margin"] = batch["margin"]
         if getattr(engine.g_loss_function, "paired_samples", 1) > 1:  # a second sample, independent latents
             with self._autocast():
                 extra["fake2"] = engine.g_inferer(rna, g_net, self._latents(engine, image.shape[0]), base)
@@ -260,7 +269,9 @@ class RGGanTrainer(GanTrainer):
             rna_mix = lam[:, None] * rna + (1 - lam[:, None]) * rna[partner]
             with self._autocast():
                 fake_mix = engine.g_inferer(rna_mix, g_net, self._latents(engine, image.shape[0]), base)
-                mixed = engine.g_loss_function.mixed_terms(fake_mix, base, image, mask, partner, lam, rna)
+                mixed = engine.g_loss_function.mixed_terms(
+                    fake_mix, base, image, mask, partner, lam, rna, real_margin=extra.get("real_margin")
+                )
             if mixed:
                 g_out = {**g_out, **mixed, "total": g_out["total"] + torch.stack(list(mixed.values())).sum()}
         engine.g_scaler.scale(g_out["total"]).backward()

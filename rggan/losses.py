@@ -250,7 +250,10 @@ SHRINKABLE_TERMS: dict[str, str] = {"shape": "irregularity", "tex": "std_hu"}
 
 
 def paired_target_priors(
-    dataset_dir: str | os.PathLike, terms: Sequence[str] = ("shape", "tex"), alpha: float = 0.1
+    dataset_dir: str | os.PathLike,
+    terms: Sequence[str] = ("shape", "tex"),
+    alpha: float = 0.1,
+    slice_margin: bool = False,
 ) -> dict[str, tuple[np.ndarray, float]]:
     """Gene predictions of the paired terms' real values, for :class:`GeneratorLoss`'s ``target_shrinkage``.
 
@@ -260,6 +263,7 @@ def paired_target_priors(
 
     Args:
         dataset_dir: a prepared folder; terms: keys of :data:`SHRINKABLE_TERMS`; alpha: the lasso penalty.
+        slice_margin: the margin is fitted on prepare's slice-averaged values (``shape_target="slices"``).
 
     Returns:
         ``{term: ((genes,) weights, intercept)}``.
@@ -274,7 +278,7 @@ def paired_target_priors(
     unit = {"shape": 1.0, "tex": 2.0 / (hi - lo)}
     priors = {}
     for term in terms:
-        weights, intercept = lasso_prediction(dataset_dir, SHRINKABLE_TERMS[term], alpha)
+        weights, intercept = lasso_prediction(dataset_dir, SHRINKABLE_TERMS[term], alpha, slice_margin=slice_margin)
         priors[term] = (weights * unit[term], intercept * unit[term])
     return priors
 
@@ -364,7 +368,10 @@ class GeneratorLoss:
             mask, :func:`soft_irregularity`) or ``"level_set"`` (the mask's zero level set,
             :func:`level_set_irregularity`).
         shape_target: how it measures the real margin: ``"tv"`` (:func:`soft_irregularity` of the binary
-            real mask) or ``"feature"`` (the ``irregularity`` feature, as the evaluation measures it).
+            real mask), ``"feature"`` (the ``irregularity`` feature, as the evaluation measures it) or
+            ``"slices"`` (that feature averaged over the tumour's slices near the nodule slice, which prepare
+            stores with ``margin_slices > 0`` and the trainer passes as ``real_margin``: one slice's outline
+            holds noise the genes do not predict; a patient without one falls back to ``"feature"``).
         c_size: coefficient of the paired size term (equivalent radius of the mask, in image sides); 0: off.
         c_binary: coefficient of the binary-mask term ``mean(4 alpha (1 - alpha))``; 0: off.
         c_stray: coefficient of the stray-mask term (mask area far from the real nodule, pixels); 0: off.
@@ -434,8 +441,8 @@ class GeneratorLoss:
         self.mixup = float(mixup)
         if shape_measure not in ("tv", "level_set"):
             raise ValueError(f"shape_measure must be 'tv' or 'level_set', got {shape_measure!r}")
-        if shape_target not in ("tv", "feature"):
-            raise ValueError(f"shape_target must be 'tv' or 'feature', got {shape_target!r}")
+        if shape_target not in ("tv", "feature", "slices"):
+            raise ValueError(f"shape_target must be 'tv', 'feature' or 'slices', got {shape_target!r}")
         self.shape_measure, self.shape_target = shape_measure, shape_target
         self.target_shrinkage = float(target_shrinkage)
         if not 0.0 <= self.target_shrinkage <= 1.0:
@@ -464,6 +471,8 @@ class GeneratorLoss:
         #: generated samples per (rna, base) the trainer passes: 2 (``fake`` and ``fake2``) with CRPS and a
         #: paired term on; 1 otherwise (no second G pass)
         self.paired_samples = 2 if paired_score == "crps" and paired_on else 1
+        #: whether :meth:`__call__` reads ``real_margin`` (the trainer then passes the batch's ``margin``)
+        self.uses_margin = shape_target == "slices" and self.c_shape > 0
         self.condition = _check_condition(condition)
         self.appearance_moves_mask = bool(appearance_moves_mask)
         if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
@@ -489,7 +498,12 @@ class GeneratorLoss:
         return ((rna.float() * w).sum(-1) + b).clamp_min(0.0)
 
     def _real_quantities(
-        self, real_image: Tensor, real_mask: Tensor, inside: Tensor, rna: Tensor | None = None
+        self,
+        real_image: Tensor,
+        real_mask: Tensor,
+        inside: Tensor,
+        rna: Tensor | None = None,
+        real_margin: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """What each paired term compares, measured on the real nodules (keys ``rec tex shape size``)."""
         q: dict[str, Tensor] = {}
@@ -498,8 +512,16 @@ class GeneratorLoss:
         if self.c_tex > 0:
             q["tex"] = _masked_mean_std(real_image, inside)[1]
         if self.c_shape > 0:
-            if self.shape_target == "feature":  # as the evaluation measures the real nodule
+            if self.shape_target in ("feature", "slices"):  # as the evaluation measures the real nodule
                 q["shape"] = nodule_features(real_image, inside)["irregularity"].to(inside.dtype)
+                if self.uses_margin:
+                    if real_margin is None:
+                        raise ValueError(
+                            "shape_target='slices' needs each patient's slice-averaged margin: pass real_margin=... "
+                            "(the batch's 'margin', from data prepared with margin_slices > 0)"
+                        )
+                    m = real_margin.to(q["shape"].device, q["shape"].dtype).reshape(q["shape"].shape)
+                    q["shape"] = torch.where(torch.isfinite(m), m, q["shape"])
             else:
                 q["shape"] = soft_irregularity(inside)
         if self.c_size > 0:
@@ -546,6 +568,7 @@ class GeneratorLoss:
         partner: Tensor,
         lam: Tensor,
         rna: Tensor | None = None,
+        real_margin: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The paired scalar terms of nodules generated from mixed expression, against the mixed real values.
 
@@ -559,13 +582,14 @@ class GeneratorLoss:
             real_image, real_mask: the batch's real nodules (patient i's at row i).
             partner: (B,) long, the row ``j`` mixed into each row; lam: (B,) the weight of row i.
             rna: the batch's (unmixed) expression, for the shrunk targets (``target_shrinkage``).
+            real_margin: the batch's slice-averaged margins (``shape_target="slices"``).
 
         Returns:
             ``{"g_mix_tex", "g_mix_shape", "g_mix_size"}`` (those with a non-zero coefficient), each multiplied by
             its coefficient and by ``mixup``.
         """
         inside = (real_mask > 0).to(fake.image.dtype)
-        real = self._real_quantities(real_image, real_mask, inside, rna)
+        real = self._real_quantities(real_image, real_mask, inside, rna, real_margin)
         q = self._fake_quantities(fake, base, torch.maximum(inside, inside[partner]))  # near either nodule
         terms: dict[str, Tensor] = {}
         for name, coeff in (("tex", self.c_tex), ("shape", self.c_shape), ("size", self.c_size)):
@@ -585,6 +609,7 @@ class GeneratorLoss:
         real_image: Tensor | None = None,
         real_mask: Tensor | None = None,
         fake2: GeneratorOutput | None = None,
+        real_margin: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute the G loss for ``fake`` composited on ``base`` (the same base G was given).
 
@@ -594,6 +619,8 @@ class GeneratorLoss:
                 (``c_rec``, ``c_tex``, ``c_shape``, ``c_size``, ``c_stray``) is non-zero.
             fake2: a second sample of the same (rna, base) with independent latents; required with
                 ``paired_score="crps"`` (:attr:`paired_samples` is then 2), used by the paired terms only.
+            real_margin: (B,) each patient's slice-averaged margin irregularity (NaN: none measured); required
+                with ``shape_target="slices"`` (:attr:`uses_margin`).
         """
         terms: dict[str, Tensor] = {}
         active = [h for h in _HEADS if self.coefficients[h] > 0]
@@ -616,7 +643,7 @@ class GeneratorLoss:
             if self.paired_score == "crps" and fake2 is None:
                 raise ValueError("paired_score='crps' needs a second sample: pass fake2=G(rna, z2, base)")
             inside = (real_mask > 0).to(fake.image.dtype)
-            real = self._real_quantities(real_image, real_mask, inside, rna)
+            real = self._real_quantities(real_image, real_mask, inside, rna, real_margin)
             q1 = self._fake_quantities(fake, base, inside)
             q2 = self._fake_quantities(fake2, base, inside) if self.paired_score == "crps" else None
             paired = {"rec": self.c_rec, "tex": self.c_tex, "shape": self.c_shape, "size": self.c_size}

@@ -12,6 +12,7 @@ from rggan.adaptive_lasso import (
 )
 from rggan.data.rna import GeneTransform
 from rggan.errors import InputError
+from rggan.features import FEATURE_NAMES
 
 
 def test_marginal_association_ranks_the_planted_drivers_above_the_median_gene(prepared_demo):
@@ -167,3 +168,34 @@ def test_paired_target_priors_predict_in_the_units_the_loss_compares(prepared_de
     assert np.corrcoef(prediction, sd)[0, 1] > 0.5
     with pytest.raises(ValueError, match="cannot be shrunk"):
         paired_target_priors(folder, ["size"])
+
+
+def test_slice_margin_fits_read_the_datalist_margins(tmp_path):
+    """``slice_margin``: the fits' margin column is prepare's slice-averaged value (the nodule slice's where it
+    is missing); a folder without margins says how to prepare them."""
+    import json
+
+    from rggan.adaptive_lasso import _split_arrays, phenotype_prior
+    from tests._prepared import make_prepared
+
+    folder = make_prepared(tmp_path / "p", n_train=8, n_val=2)
+    _, plain = _split_arrays(folder, "training")
+    with pytest.raises(InputError, match="margin-slices"):
+        _split_arrays(folder, "training", slice_margin=True)
+    datalist = json.loads((folder / "datalist.json").read_text())
+    for i, item in enumerate(datalist["training"]):
+        item["margin"] = None if i == 0 else 0.1 + 0.01 * i
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    expression, averaged = _split_arrays(folder, "training", slice_margin=True)
+    col = list(FEATURE_NAMES).index("irregularity")
+    assert averaged[0, col] == plain[0, col]
+    assert np.allclose(averaged[1:, col], [0.1 + 0.01 * i for i in range(1, 8)])
+    keep = [c for c in range(plain.shape[1]) if c != col]
+    assert np.array_equal(averaged[:, keep], plain[:, keep])
+    # the prior's margin row is fitted on them: a margin planted on one gene is found there
+    rng = np.random.default_rng(0)
+    for i, item in enumerate(datalist["training"]):
+        item["margin"] = float(0.05 + 0.02 * expression[i, 3] + 0.001 * rng.normal())
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    w, _ = phenotype_prior(folder, slice_margin=True)
+    assert int(np.argmax(np.abs(w[col]))) == 3

@@ -331,6 +331,30 @@ def test_feature_target_asks_for_the_real_margin_not_its_pixel_staircase():
         GeneratorLoss(shape_target="contour")
 
 
+def test_slices_target_scores_the_margin_against_the_slice_averaged_value():
+    """``shape_target="slices"``: the margin target is prepare's slice-averaged irregularity (``real_margin``);
+    a patient without one (NaN) keeps the nodule slice's feature."""
+    from rggan.networks import GeneratorOutput
+
+    real = torch.cat([_disk(32, 7)[None, None], _disk(32, 6)[None, None]]) * 2 - 1
+    t = torch.cat([_soft_lobed(32, 7, 0.1), _soft_lobed(32, 6, 0.1)])
+    out = GeneratorOutput(embedding=torch.zeros(2, 8), image=real, mask=t, switch=t, alpha=(t + 1) / 2)
+    kw = {"c_isc": 0, "c_i": 0, "c_is": 0, "c_bg": 0, "c_shape": 1}
+    feature = GeneratorLoss(**kw, shape_target="feature")
+    slices = GeneratorLoss(**kw, shape_target="slices")
+    assert slices.uses_margin and not feature.uses_margin
+    assert not GeneratorLoss(c_shape=0, shape_target="slices").uses_margin
+    base = feature(None, out, real, real_image=real, real_mask=real)["g_shape"]
+    nan = torch.full((2,), float("nan"))
+    assert torch.allclose(slices(None, out, real, real_image=real, real_mask=real, real_margin=nan)["g_shape"], base)
+    generated = slices._fake_quantities(out, real, (real > 0).float())["shape"].reshape(-1)  # what g_shape reads
+    target = generated.detach() + torch.tensor([0.02, -0.01])
+    got = slices(None, out, real, real_image=real, real_mask=real, real_margin=target)["g_shape"]
+    assert got.item() == pytest.approx(0.015, abs=1e-5)  # mean |generated - target|
+    with pytest.raises(ValueError, match="real_margin"):
+        slices(None, out, real, real_image=real, real_mask=real)
+
+
 def test_generator_loss_level_set_shape_measure():
     torch.manual_seed(0)
     g = RGGenerator(12, embed_dim=8, latent_size=4, g_n_feat=4, image_size=32).apply(init_weights)

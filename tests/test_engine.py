@@ -369,3 +369,36 @@ def test_step_makes_no_cuda_sync_between_log_intervals(prepared, tmp_path):
         torch.cuda.set_sync_debug_mode(0)
         writer.close()
     assert trainer.state.iteration == 12 and not trainer.should_terminate
+
+
+def test_slice_averaged_margins_reach_the_g_loss_from_the_datalist(prepared, tmp_path):
+    """A folder prepared with ``margin_slices``: the dataset carries each patient's ``margin`` into the batch
+    and the trainer passes it to a loss with ``shape_target="slices"``; without it the step says what to do."""
+    import json
+    import shutil
+
+    folder = tmp_path / "margins"
+    shutil.copytree(prepared, folder)
+    datalist = json.loads((folder / "datalist.json").read_text())
+    for i, item in enumerate(datalist["training"]):
+        item["margin"] = None if i == 0 else 0.01 * i
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    ds = RGGANDataset(load_datalist(folder), num_workers=0)
+    margins = [ds[i]["margin"] for i in range(len(ds))]
+    assert math.isnan(margins[0]) and [round(m.item(), 4) for m in margins[1:]] == [0.01 * i for i in range(1, 6)]
+
+    def g_shape(root, scale):
+        d = json.loads((root / "datalist.json").read_text())
+        for item in d["training"]:
+            item["margin"] = None if item.get("margin") is None else item["margin"] * scale
+        (root / "datalist.json").write_text(json.dumps(d))
+        loss = GeneratorLoss(erosion=3, c_shape=1.0, shape_target="slices")
+        trainer, outputs = make_trainer(root, batch_size=4, epoch_length=1, g_loss=loss)
+        trainer.run()
+        return loss_scalars(outputs[0])["g_shape"]
+
+    low, high = g_shape(folder, 1.0), g_shape(folder, 20.0)  # the same step against margins 20x larger
+    assert high > low + 0.1, (low, high)
+    loss = GeneratorLoss(erosion=3, c_shape=1.0, shape_target="slices")
+    with pytest.raises(ValueError, match="margin_slices"):
+        make_trainer(prepared, batch_size=4, epoch_length=1, g_loss=loss)[0].run()

@@ -373,3 +373,60 @@ def test_permute_rna_shuffles_whole_profiles_among_patients(small_download, tmp_
     for p in a:
         assert np.array_equal(np.load(plain.output_dir / "samples" / p / "image.npy"),
                               np.load(shuffled.output_dir / "samples" / p / "image.npy"))  # fmt: skip
+
+
+def test_margin_slices_store_the_margin_averaged_over_the_tumour_slices(small_download, tmp_path):
+    """``margin_slices``: each patient's margin irregularity measured on the tumour's slices near the nodule
+    slice, as the evaluation measures the nodule crop; the crops and the earlier fingerprints do not change."""
+    import dataclasses
+
+    import torch
+
+    from rggan.data.prepare.manifest import sha
+    from rggan.data.prepare.samples import margin_irregularity
+    from rggan.features import nodule_features
+
+    plain_cfg = PrepareConfig(image_size=32, num_bases=2, crop_mm=80.0)
+    legacy = {k: v for k, v in dataclasses.asdict(plain_cfg).items() if k != "margin_slices"}
+    assert plain_cfg.fingerprint() == sha(json.dumps(legacy, sort_keys=True, default=str))  # folders stay valid
+    ms_cfg = dataclasses.replace(plain_cfg, margin_slices=2)
+    assert ms_cfg.fingerprint() != plain_cfg.fingerprint()
+    assert ms_cfg.image_fingerprint() != plain_cfg.image_fingerprint()
+    with pytest.raises(ValueError, match="margin_slices"):
+        PrepareConfig(margin_slices=-1)
+
+    plain = prepare_dataset(small_download.output, tmp_path / "plain", config=plain_cfg, workers=1, progress=False)
+    ms = prepare_dataset(small_download.output, tmp_path / "ms", config=ms_cfg, workers=1, progress=False)
+    dl_plain = json.loads(plain.datalist.read_text())
+    dl = json.loads(ms.datalist.read_text())
+    assert dl_plain["margin_slices"] == 0 and dl["margin_slices"] == 2
+    assert not any("margin" in it for it in dl_plain["training"] + dl_plain["validation"])
+    truth = _truth(small_download)["patients"]
+    records = {r.patient: r for r in ms.patients}
+    index = dicom.index_dicom_tree(small_download.output)
+    moved = []
+    items = dl["training"] + dl["validation"]
+    assert len(items) >= 3
+    for item in items:
+        p, d = item["patient"], records[item["patient"]].details
+        for key in ("image", "mask", "bases"):  # the crops are those of a plain prepare
+            assert np.array_equal(np.load(tmp_path / "plain" / item[key]), np.load(tmp_path / "ms" / item[key]))
+        z = d["slice_index"]
+        lo, hi = truth[p]["measured"]["slices"]  # the tumour's slices in the CT
+        expected = [s for s in range(z - 2, z + 3) if lo <= s <= hi]
+        used = d["margin_slices"]
+        assert used[0] == z and set(used) <= set(expected) and len(used) >= min(2, len(expected)), (p, used, expected)
+        # the nodule slice alone, measured from the DICOM again, is the evaluation's reading of the saved crop
+        ct, seg = index.series[d["ct_series"]], index.series[d["seg_series"]]
+        geometry = dicom.read_ct_geometry(ct)
+        y0, x0, y1, x1 = d["crop_box"]
+        seg_mask = dicom.read_seg_mask(seg.files[0], geometry)[:, y0:y1, x0:x1]
+        hu = dicom.read_ct_slices(geometry, used)[:, y0:y1, x0:x1]
+        per_slice = margin_irregularity(hu, seg_mask[used], ms_cfg, d["spacing"])
+        img = torch.from_numpy(np.load(tmp_path / "ms" / item["image"]))[None]
+        msk = torch.from_numpy(np.load(tmp_path / "ms" / item["mask"]))[None]
+        saved = nodule_features(img, msk, torch.tensor([d["spacing"]]))["irregularity"].item()
+        assert per_slice[0] == pytest.approx(saved, abs=1e-6)
+        assert item["margin"] == pytest.approx(float(np.mean(per_slice)), abs=1e-9)
+        moved.append(abs(item["margin"] - saved))
+    assert max(moved) > 1e-3  # the other slices' outlines differ: the average is not the nodule slice's value

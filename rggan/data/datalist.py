@@ -160,4 +160,11 @@ def ensure_prepared(
             f"{folder} was prepared at image_size={info['image_size']} but image_size={image_size} was asked for: "
             f"pass --image_size {info['image_size']} or prepare the raw data again."
         )
+    margin_slices = int(prepare_kwargs.get("margin_slices") or 0)
+    if margin_slices and int(info.get("margin_slices") or 0) != margin_slices:
+        raise InputError(
+            f"{folder} holds no margin targets averaged over +-{margin_slices} slices (it was prepared with "
+            f"margin_slices={info.get('margin_slices') or 0}): prepare the raw download again with "
+            f"`rggan prepare --margin-slices {margin_slices}`, or pass the raw download as --dataset_dir."
+        )
     return str(folder)

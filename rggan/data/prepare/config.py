@@ -35,6 +35,11 @@ class PrepareConfig:
         permute_rna: negative control. A seed: the expression profiles are shuffled among the included
             patients (each patient gets another patient's whole RNA column), which breaks every true
             gene-image link while keeping the genes' joint distribution; None (default): no shuffling.
+        margin_slices: > 0: each patient's margin irregularity is also measured on every slice within this
+            many slices of the nodule slice that holds tumour (same crop box, resize and normalisation as
+            the nodule crop) and their mean is stored in the datalist (``margin``), a steadier training
+            target than one slice's outline; 0 (default): not measured. Left out of the fingerprints
+            when 0, so folders prepared before the setting existed stay up to date.
     """
 
     image_size: int = 128
@@ -49,14 +54,25 @@ class PrepareConfig:
     crop_mm: float | None = None
     genes: GeneTransformConfig = field(default_factory=GeneTransformConfig)
     permute_rna: int | None = None
+    margin_slices: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.margin_slices, bool) or not isinstance(self.margin_slices, int) or self.margin_slices < 0:
+            raise ValueError(f"margin_slices must be an int >= 0 (0: off), got {self.margin_slices!r}")
+
+    def _settings(self) -> dict:
+        d = dataclasses.asdict(self)
+        if not self.margin_slices:  # added in 0.12: the default keeps earlier fingerprints
+            d.pop("margin_slices")
+        return d
 
     def image_fingerprint(self) -> str:
         """Hash of the settings that change the per-patient image files."""
-        d = dataclasses.asdict(self)
+        d = self._settings()
         for key in ("genes", "val_fraction", "permute_rna"):
             d.pop(key)
         return sha(json.dumps(d, sort_keys=True))
 
     def fingerprint(self) -> str:
         """Hash of every setting."""
-        return sha(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
+        return sha(json.dumps(self._settings(), sort_keys=True, default=str))

@@ -53,7 +53,9 @@ def extract_patient(job: PatientJob) -> dict[str, Any]:
         job: the patient's series and settings.
 
     Returns:
-        ``image`` (h, w) HU, ``mask`` (h, w) 0/1, ``bases`` (K, h, w) HU and ``details`` for the report.
+        ``image`` (h, w) HU, ``mask`` (h, w) 0/1, ``bases`` (K, h, w) HU and ``details`` for the report;
+        with ``margin_slices > 0`` also ``margin_images`` (n, h, w) HU and ``margin_masks`` (n, h, w) 0/1, the
+        crop box on the nodule slice (first) and the other slices of the margin target.
 
     Raises:
         PatientDataError: any problem of this patient's data.
@@ -77,7 +79,14 @@ def extract_patient(job: PatientJob) -> dict[str, Any]:
             raise PatientDataError(
                 job.patient, f"{role} has no usable CT file: {geometry.missing[s]}", job.ct.folder
             )
-    hu = dicom.read_ct_slices(geometry, slices)
+    # the margin target's slices: those within margin_slices of z that hold tumour inside the crop box and
+    # have a usable CT file (a missing one only shortens the average)
+    k = cfg.margin_slices
+    near = [s for d in range(1, k + 1) for s in (z - d, z + d) if 0 <= s < geometry.shape[0]]
+    margin = [z] + [s for s in near if mask[s, y0:y1, x0:x1].any() and s not in geometry.missing] if k else []
+    read = slices + [s for s in margin if s not in slices]
+    hu_all = dicom.read_ct_slices(geometry, read)
+    hu = hu_all[: len(slices)]
     rng = np.random.default_rng([cfg.seed, zlib.crc32(job.patient.encode())])
     try:
         patches = find_background_patches(hu, mask[slices], slices, h, w, cfg.num_bases, cfg, rng)
@@ -98,7 +107,13 @@ def extract_patient(job: PatientJob) -> dict[str, Any]:
     if geometry.missing or geometry.set_aside:  # kept: none of them is on a slice used here
         details["unusable_slices"] = {str(k): why for k, why in sorted(geometry.missing.items())}
         details["set_aside_files"] = [f"{path.name}: {why}" for path, why in geometry.set_aside]
-    return {"image": hu[0, y0:y1, x0:x1], "mask": mask[z, y0:y1, x0:x1], "bases": bases, "details": details}
+    crops = {"image": hu[0, y0:y1, x0:x1], "mask": mask[z, y0:y1, x0:x1], "bases": bases, "details": details}
+    if margin:
+        rows = [read.index(s) for s in margin]
+        crops["margin_images"] = hu_all[rows, y0:y1, x0:x1]
+        crops["margin_masks"] = mask[margin, y0:y1, x0:x1]
+        details["margin_slices"] = margin
+    return crops
 
 
 def run_job(job: PatientJob) -> tuple[PatientJob, dict[str, Any] | None, str]:

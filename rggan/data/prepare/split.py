@@ -54,11 +54,14 @@ def write_datalist(
     def entry(p: str) -> dict[str, Any]:
         d = records[p].details
         rel = f"samples/{p}"
-        return {
+        e = {
             "patient": p, "image": f"{rel}/image.npy", "mask": f"{rel}/mask.npy", "bases": f"{rel}/bases.npy",
             "rna": f"{rel}/rna.npy", "spacing": d["spacing"], "slice_index": d["slice_index"],
             "crop_box": d["crop_box"],
         }  # fmt: skip
+        if "margin" in d:  # margin_slices > 0: the slice-averaged margin irregularity (null: no slice measurable)
+            e["margin"] = d["margin"]
+        return e
 
     datalist = {
         "rggan_version": __version__,
@@ -67,6 +70,7 @@ def write_datalist(
         "num_bases": config.num_bases,
         "seed": config.seed,
         "permute_rna": config.permute_rna,
+        "margin_slices": config.margin_slices,
         "hu_range": [config.hu_min, config.hu_max],
         "gene_transform": "gene_transform.json",
         "training": [entry(p) for p in included if p not in validation],
