@@ -60,7 +60,7 @@ def _split_arrays(
     """(patients, genes) expression and (patients, features) real-nodule features of one split, finite rows.
 
     With ``slice_margin``, the ``irregularity`` column holds each patient's slice-averaged margin from prepare
-    (``margin_slices > 0``; the nodule slice's value where none was measured).
+    (``margin_mm`` or ``margin_slices`` set; the nodule slice's value where none was measured).
     """
     from rggan.data.dataset import load_datalist
     from rggan.features import FEATURE_NAMES
@@ -75,7 +75,7 @@ def _split_arrays(
         if not any("margin" in it for it in items):
             raise InputError(
                 f"{dataset_dir} holds no slice-averaged margins: prepare the raw download with "
-                "`rggan prepare --margin-slices 2` (train.yaml: margin_slices)"
+                "`rggan prepare --margin-mm 8` (train.yaml: margin_mm)"
             )
         m = np.array([np.nan if it.get("margin") is None else float(it["margin"]) for it in items])
         col = list(FEATURE_NAMES).index("irregularity")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rggan import __version__
-from rggan.errors import RGGANError
+from rggan.errors import InputError, RGGANError
 
 __all__ = ["main", "build_parser"]
 
@@ -43,10 +43,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     gene_config = GeneTransformConfig.prototype() if args.prototype_genes else GeneTransformConfig(
         max_na_fraction=args.max_na_fraction, genes=genes, top_n_variance=args.top_genes
     )
-    config = PrepareConfig(
-        image_size=args.image_size, num_bases=args.bases, seed=args.seed, val_fraction=args.val_fraction,
-        crop_mm=args.crop_mm, genes=gene_config, permute_rna=args.permute_rna, margin_slices=args.margin_slices,
-    )  # fmt: skip
+    try:
+        config = PrepareConfig(
+            image_size=args.image_size, num_bases=args.bases, seed=args.seed, val_fraction=args.val_fraction,
+            crop_mm=args.crop_mm, genes=gene_config, permute_rna=args.permute_rna,
+            margin_slices=args.margin_slices, margin_mm=args.margin_mm,
+        )  # fmt: skip
+    except ValueError as err:  # a setting out of range: say which, without a traceback
+        raise InputError(f"bad prepare setting: {err}") from err
     result = prepare_dataset(
         args.input, args.output, config=config, rna_path=args.rna, workers=args.workers, progress=not args.quiet
     )
@@ -163,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--margin-slices", type=int, default=0, metavar="K",
         help="also store each patient's margin irregularity averaged over the tumour's slices within K of the "
         "nodule slice (training's shape_target slices; default 0: not measured)",
+    )  # fmt: skip
+    p.add_argument(
+        "--margin-mm", type=float, default=0.0, metavar="MM",
+        help="the same over the tumour's slices within MM of the nodule slice, in each patient's nearest whole "
+        "number of slices (train.yaml: margin_mm 8; default 0: not measured; not with --margin-slices)",
     )  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation patients fraction (default 0.2)")
     p.add_argument("--max-na-fraction", type=float, default=0.0, help="drop genes with more NAs (default 0)")

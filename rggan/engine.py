@@ -16,7 +16,7 @@ Call contract (set by the trainer, implemented in :mod:`rggan.networks` / :mod:`
   a loss whose ``paired_samples`` attribute is 2 also gets ``fake2=g_inferer(rna, g_network, z2, base)``, a
   second sample with independent latents ``z2`` (the CRPS paired terms of :class:`rggan.losses.GeneratorLoss`);
   one whose ``uses_margin`` attribute is true also gets ``real_margin=batch["margin"]``, each patient's
-  slice-averaged margin irregularity from prepare (``margin_slices > 0``).
+  slice-averaged margin irregularity from prepare (``margin_mm`` or ``margin_slices`` set).
 
 ``engine.state.output`` after each iteration (a plain, batched dict)::
 
@@ -255,7 +255,7 @@ class RGGanTrainer(GanTrainer):
             if "margin" not in batch:
                 raise ValueError(
                     "the G loss reads each patient's slice-averaged margin (shape_target='slices') but the batch "
-                    "has none: prepare the data with margin_slices > 0 (`rggan prepare --margin-slices 2`)"
+                    "has none: prepare the data with margin_mm > 0 (`rggan prepare --margin-mm 8`)"
                 )
             extra["real_margin"] = batch["margin"]
         if getattr(engine.g_loss_function, "paired_samples", 1) > 1:  # a second sample, independent latents

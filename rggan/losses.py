@@ -370,8 +370,8 @@ class GeneratorLoss:
         shape_target: how it measures the real margin: ``"tv"`` (:func:`soft_irregularity` of the binary
             real mask), ``"feature"`` (the ``irregularity`` feature, as the evaluation measures it) or
             ``"slices"`` (that feature averaged over the tumour's slices near the nodule slice, which prepare
-            stores with ``margin_slices > 0`` and the trainer passes as ``real_margin``: one slice's outline
-            holds noise the genes do not predict; a patient without one falls back to ``"feature"``).
+            stores with ``margin_mm`` (or ``margin_slices``) set and the trainer passes as ``real_margin``: one
+            slice's outline holds noise the genes do not predict; a patient without one falls back to ``"feature"``).
         c_size: coefficient of the paired size term (equivalent radius of the mask, in image sides); 0: off.
         c_binary: coefficient of the binary-mask term ``mean(4 alpha (1 - alpha))``; 0: off.
         c_stray: coefficient of the stray-mask term (mask area far from the real nodule, pixels); 0: off.
@@ -518,7 +518,7 @@ class GeneratorLoss:
                     if real_margin is None:
                         raise ValueError(
                             "shape_target='slices' needs each patient's slice-averaged margin: pass real_margin=... "
-                            "(the batch's 'margin', from data prepared with margin_slices > 0)"
+                            "(the batch's 'margin', from data prepared with margin_mm > 0)"
                         )
                     m = real_margin.to(q["shape"].device, q["shape"].dtype).reshape(q["shape"].shape)
                     q["shape"] = torch.where(torch.isfinite(m), m, q["shape"])

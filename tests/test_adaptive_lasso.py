@@ -180,7 +180,7 @@ def test_slice_margin_fits_read_the_datalist_margins(tmp_path):
 
     folder = make_prepared(tmp_path / "p", n_train=8, n_val=2)
     _, plain = _split_arrays(folder, "training")
-    with pytest.raises(InputError, match="margin-slices"):
+    with pytest.raises(InputError, match="margin-mm"):
         _split_arrays(folder, "training", slice_margin=True)
     datalist = json.loads((folder / "datalist.json").read_text())
     for i, item in enumerate(datalist["training"]):

@@ -107,12 +107,13 @@ def test_generator_overlay_loads_a_phenotype_prior_from_the_weights(tmp_path):
     assert torch.allclose(loaded.embed(rna), net.embed(rna))
 
 
-@pytest.mark.parametrize(("target", "slices", "uses"), [("feature", 0, False), ("slices", 2, True)])
-def test_slices_margin_target_prepares_and_reads_slice_averaged_margins(tmp_path, target, slices, uses):
-    """``shape_target: slices`` alone turns on prepare's ``margin_slices`` and the G loss's ``real_margin``."""
+@pytest.mark.parametrize(("target", "margin_mm", "uses"), [("feature", 0.0, False), ("slices", 8.0, True)])
+def test_slices_margin_target_prepares_and_reads_slice_averaged_margins(tmp_path, target, margin_mm, uses):
+    """``shape_target: slices`` alone turns on prepare's ``margin_mm`` and the G loss's ``real_margin``."""
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
     parser.update({"dataset_dir": str(tmp_path / "raw"), "output_dir": str(tmp_path / "out"), "shape_target": target})
-    assert parser.get_parsed_content("prepare").prepare_kwargs["margin_slices"] == slices
+    kwargs = parser.get_parsed_content("prepare").prepare_kwargs
+    assert kwargs["margin_mm"] == margin_mm and "margin_slices" not in kwargs
     assert parser.get_parsed_content("gloss").uses_margin is uses
     assert parser.get_parsed_content("slice_margin") is uses

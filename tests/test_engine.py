@@ -372,7 +372,7 @@ def test_step_makes_no_cuda_sync_between_log_intervals(prepared, tmp_path):
 
 
 def test_slice_averaged_margins_reach_the_g_loss_from_the_datalist(prepared, tmp_path):
-    """A folder prepared with ``margin_slices``: the dataset carries each patient's ``margin`` into the batch
+    """A folder prepared with ``margin_mm``: the dataset carries each patient's ``margin`` into the batch
     and the trainer passes it to a loss with ``shape_target="slices"``; without it the step says what to do."""
     import json
     import shutil
@@ -400,5 +400,5 @@ def test_slice_averaged_margins_reach_the_g_loss_from_the_datalist(prepared, tmp
     low, high = g_shape(folder, 1.0), g_shape(folder, 20.0)  # the same step against margins 20x larger
     assert high > low + 0.1, (low, high)
     loss = GeneratorLoss(erosion=3, c_shape=1.0, shape_target="slices")
-    with pytest.raises(ValueError, match="margin_slices"):
+    with pytest.raises(ValueError, match="margin-mm"):
         make_trainer(prepared, batch_size=4, epoch_length=1, g_loss=loss)[0].run()

@@ -387,7 +387,7 @@ def test_margin_slices_store_the_margin_averaged_over_the_tumour_slices(small_do
     from rggan.features import nodule_features
 
     plain_cfg = PrepareConfig(image_size=32, num_bases=2, crop_mm=80.0)
-    legacy = {k: v for k, v in dataclasses.asdict(plain_cfg).items() if k != "margin_slices"}
+    legacy = {k: v for k, v in dataclasses.asdict(plain_cfg).items() if k not in ("margin_slices", "margin_mm")}
     assert plain_cfg.fingerprint() == sha(json.dumps(legacy, sort_keys=True, default=str))  # folders stay valid
     ms_cfg = dataclasses.replace(plain_cfg, margin_slices=2)
     assert ms_cfg.fingerprint() != plain_cfg.fingerprint()
@@ -430,3 +430,48 @@ def test_margin_slices_store_the_margin_averaged_over_the_tumour_slices(small_do
         assert item["margin"] == pytest.approx(float(np.mean(per_slice)), abs=1e-9)
         moved.append(abs(item["margin"] - saved))
     assert max(moved) > 1e-3  # the other slices' outlines differ: the average is not the nodule slice's value
+
+
+def test_margin_mm_converts_to_each_series_slices(small_download, tmp_path, capsys):
+    """``margin_mm``: the margin target's depth in mm becomes the nearest whole number of the CT's slices
+    (the demo CT has 4 mm slices), so 8 mm stores what ``margin_slices=2`` does and 1 mm the nodule slice alone."""
+    import dataclasses
+
+    import torch
+
+    from rggan.features import nodule_features
+
+    base = PrepareConfig(image_size=32, num_bases=1, crop_mm=80.0)
+    assert base.margin_radius(4.0) == 0 and not base.measures_margin
+    assert PrepareConfig(margin_mm=8).margin_radius(4.0) == 2 and PrepareConfig(margin_mm=8).margin_radius(1.25) == 6
+    assert PrepareConfig(margin_mm=1).margin_radius(4.0) == 0 and PrepareConfig(margin_mm=1).measures_margin
+    for bad in ({"margin_mm": -1.0}, {"margin_mm": float("nan")}, {"margin_mm": 8.0, "margin_slices": 2}):
+        with pytest.raises(ValueError, match="margin_mm"):
+            PrepareConfig(**bad)
+    out = tmp_path / "both"
+    argv = ["prepare", "--input", str(small_download.output), "--output", str(out), "--margin-slices", "2"]
+    assert cli_main([*argv, "--margin-mm", "8"]) == 3 and not out.exists()  # an error, no traceback, nothing written
+    assert "margin_mm" in capsys.readouterr().err
+    assert dataclasses.replace(base, margin_mm=8.0).fingerprint() not in (
+        base.fingerprint(), dataclasses.replace(base, margin_slices=2).fingerprint()
+    )  # fmt: skip
+
+    def prepared(name: str, **kw) -> tuple[dict, dict]:
+        cfg = dataclasses.replace(base, **kw)
+        result = prepare_dataset(small_download.output, tmp_path / name, config=cfg, workers=1, progress=False)
+        datalist = json.loads(result.datalist.read_text())
+        details = {r.patient: r.details for r in result.patients}
+        return {it["patient"]: it for it in datalist["training"] + datalist["validation"]}, details | {"": datalist}
+
+    by_slices, d_slices = prepared("k2", margin_slices=2)
+    by_mm, d_mm = prepared("mm8", margin_mm=8.0)
+    near, d_near = prepared("mm1", margin_mm=1.0)
+    assert d_mm[""]["margin_mm"] == 8.0 and d_mm[""]["margin_slices"] == 0
+    assert by_mm.keys() == by_slices.keys() and len(by_mm) >= 3
+    for p in by_mm:
+        assert by_mm[p]["margin"] == by_slices[p]["margin"] and d_mm[p]["margin_slices"] == d_slices[p]["margin_slices"]
+        assert d_near[p]["margin_slices"] == [d_near[p]["slice_index"]]  # 1 mm of a 4 mm CT: the nodule slice alone
+        img = torch.from_numpy(np.load(tmp_path / "mm1" / near[p]["image"]))[None]
+        msk = torch.from_numpy(np.load(tmp_path / "mm1" / near[p]["mask"]))[None]
+        saved = nodule_features(img, msk, torch.tensor([near[p]["spacing"]]))["irregularity"].item()
+        assert near[p]["margin"] == pytest.approx(saved, abs=1e-6)

@@ -161,10 +161,16 @@ def ensure_prepared(
             f"pass --image_size {info['image_size']} or prepare the raw data again."
         )
     margin_slices = int(prepare_kwargs.get("margin_slices") or 0)
-    if margin_slices and int(info.get("margin_slices") or 0) != margin_slices:
+    margin_mm = float(prepare_kwargs.get("margin_mm") or 0.0)
+    has = (int(info.get("margin_slices") or 0), float(info.get("margin_mm") or 0.0))
+    if (margin_slices or margin_mm) and has != (margin_slices, margin_mm):
+        asked, option = (
+            (f"+-{margin_slices} slices", f"--margin-slices {margin_slices}") if margin_slices
+            else (f"+-{margin_mm:g} mm", f"--margin-mm {margin_mm:g}")
+        )  # fmt: skip
         raise InputError(
-            f"{folder} holds no margin targets averaged over +-{margin_slices} slices (it was prepared with "
-            f"margin_slices={info.get('margin_slices') or 0}): prepare the raw download again with "
-            f"`rggan prepare --margin-slices {margin_slices}`, or pass the raw download as --dataset_dir."
+            f"{folder} holds no margin targets averaged over {asked} (it was prepared with margin_slices={has[0]}, "
+            f"margin_mm={has[1]:g}): prepare the raw download again with `rggan prepare {option}`, or pass the raw "
+            "download as --dataset_dir."
         )
     return str(folder)

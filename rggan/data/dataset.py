@@ -13,8 +13,8 @@ The prepared folder (written by ``rggan prepare``, format in ``docs/architecture
   cache: nothing is re-read from disk (with ``cache_rate=1``).
 
 Batch keys: ``image`` (1,S,S), ``mask`` (1,S,S), ``wrong_image``, ``wrong_mask``, ``base`` (1,S,S),
-``rna`` (G,), ``patient`` (str); with a folder prepared with ``margin_slices > 0`` also ``margin`` (), the
-patient's slice-averaged margin irregularity (NaN where none was measurable).
+``rna`` (G,), ``patient`` (str); with a folder prepared with ``margin_mm`` (or ``margin_slices``) also
+``margin`` (), the patient's slice-averaged margin irregularity (NaN where none was measurable).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
     "RGGANDataset",
 ]
 
-#: keys of one training sample / batch (plus ``margin`` from a folder prepared with ``margin_slices > 0``)
+#: keys of one training sample / batch (plus ``margin`` from a folder prepared with ``margin_mm`` or ``margin_slices``)
 BATCH_KEYS = ("image", "mask", "wrong_image", "wrong_mask", "base", "rna", "patient")
 
 
@@ -204,7 +204,7 @@ class RGGANDataset(Randomizable, torch.utils.data.Dataset):
             "rna": item["rna"],
             "patient": self.patients[index],
         }
-        if "margin" in item:  # prepare's slice-averaged margin (margin_slices > 0); NaN where none was measurable
+        if "margin" in item:  # prepare's slice-averaged margin; NaN where none was measurable
             m = item["margin"]
             sample["margin"] = torch.tensor(float("nan") if m is None else float(m), dtype=torch.float32)
         return self.transform(sample) if self.transform is not None else sample

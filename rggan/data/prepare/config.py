@@ -40,6 +40,11 @@ class PrepareConfig:
             the nodule crop) and their mean is stored in the datalist (``margin``), a steadier training
             target than one slice's outline; 0 (default): not measured. Left out of the fingerprints
             when 0, so folders prepared before the setting existed stay up to date.
+        margin_mm: > 0: the same margin target over the tumour's slices within this distance (mm) of the nodule
+            slice, converted per patient to the nearest whole number of slices of its CT series (8 mm: 2 slices
+            at 4 mm, 6 at 1.25 mm; 0 slices, the nodule slice alone, when the slices are thicker than twice
+            this), so the depth averaged is the same whatever each scanner's slice spacing; 0 (default): off.
+            At most one of ``margin_slices`` and ``margin_mm`` is set. Left out of the fingerprints when 0.
     """
 
     image_size: int = 128
@@ -55,15 +60,46 @@ class PrepareConfig:
     genes: GeneTransformConfig = field(default_factory=GeneTransformConfig)
     permute_rna: int | None = None
     margin_slices: int = 0
+    margin_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.margin_slices, bool) or not isinstance(self.margin_slices, int) or self.margin_slices < 0:
             raise ValueError(f"margin_slices must be an int >= 0 (0: off), got {self.margin_slices!r}")
+        if isinstance(self.margin_mm, bool) or not isinstance(self.margin_mm, (int, float)) or not (
+            0 <= self.margin_mm < float("inf")
+        ):
+            raise ValueError(f"margin_mm must be a finite number >= 0 (0: off), got {self.margin_mm!r}")
+        if self.margin_slices and self.margin_mm:
+            raise ValueError(
+                f"set one of margin_slices ({self.margin_slices}) and margin_mm ({self.margin_mm}), not both: "
+                "margin_mm gives each patient the number of slices that spans that many mm"
+            )
+        self.margin_mm = float(self.margin_mm)
+
+    @property
+    def measures_margin(self) -> bool:
+        """Whether each patient's slice-averaged margin is measured (``margin_slices`` or ``margin_mm`` set)."""
+        return bool(self.margin_slices or self.margin_mm)
+
+    def margin_radius(self, slice_spacing: float) -> int:
+        """Slices on each side of the nodule slice that the margin target averages, for a series' spacing.
+
+        Args:
+            slice_spacing: the CT series' distance between slices in mm.
+
+        Returns:
+            ``margin_slices``, or ``margin_mm`` in whole slices (nearest), or 0 when neither is set.
+        """
+        if self.margin_slices or not self.margin_mm:
+            return self.margin_slices
+        return int(self.margin_mm / slice_spacing + 0.5)
 
     def _settings(self) -> dict:
         d = dataclasses.asdict(self)
         if not self.margin_slices:  # added in 0.12: the default keeps earlier fingerprints
             d.pop("margin_slices")
+        if not self.margin_mm:  # added in 0.12.1: the same
+            d.pop("margin_mm")
         return d
 
     def image_fingerprint(self) -> str:

@@ -54,8 +54,8 @@ def extract_patient(job: PatientJob) -> dict[str, Any]:
 
     Returns:
         ``image`` (h, w) HU, ``mask`` (h, w) 0/1, ``bases`` (K, h, w) HU and ``details`` for the report;
-        with ``margin_slices > 0`` also ``margin_images`` (n, h, w) HU and ``margin_masks`` (n, h, w) 0/1, the
-        crop box on the nodule slice (first) and the other slices of the margin target.
+        with ``margin_slices`` or ``margin_mm`` set also ``margin_images`` (n, h, w) HU and ``margin_masks``
+        (n, h, w) 0/1, the crop box on the nodule slice (first) and the other slices of the margin target.
 
     Raises:
         PatientDataError: any problem of this patient's data.
@@ -79,11 +79,12 @@ def extract_patient(job: PatientJob) -> dict[str, Any]:
             raise PatientDataError(
                 job.patient, f"{role} has no usable CT file: {geometry.missing[s]}", job.ct.folder
             )
-    # the margin target's slices: those within margin_slices of z that hold tumour inside the crop box and
-    # have a usable CT file (a missing one only shortens the average)
-    k = cfg.margin_slices
+    # the margin target's slices: those within margin_slices (or margin_mm) of z that hold tumour inside the
+    # crop box and have a usable CT file (a missing one only shortens the average)
+    k = cfg.margin_radius(geometry.slice_spacing)
     near = [s for d in range(1, k + 1) for s in (z - d, z + d) if 0 <= s < geometry.shape[0]]
-    margin = [z] + [s for s in near if mask[s, y0:y1, x0:x1].any() and s not in geometry.missing] if k else []
+    margin = [z] + [s for s in near if mask[s, y0:y1, x0:x1].any() and s not in geometry.missing]
+    margin = margin if cfg.measures_margin else []
     read = slices + [s for s in margin if s not in slices]
     hu_all = dicom.read_ct_slices(geometry, read)
     hu = hu_all[: len(slices)]

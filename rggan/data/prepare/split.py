@@ -59,7 +59,7 @@ def write_datalist(
             "rna": f"{rel}/rna.npy", "spacing": d["spacing"], "slice_index": d["slice_index"],
             "crop_box": d["crop_box"],
         }  # fmt: skip
-        if "margin" in d:  # margin_slices > 0: the slice-averaged margin irregularity (null: no slice measurable)
+        if "margin" in d:  # margin_mm/margin_slices: the slice-averaged margin irregularity (null: none measurable)
             e["margin"] = d["margin"]
         return e
 
@@ -71,6 +71,7 @@ def write_datalist(
         "seed": config.seed,
         "permute_rna": config.permute_rna,
         "margin_slices": config.margin_slices,
+        "margin_mm": config.margin_mm,
         "hu_range": [config.hu_min, config.hu_max],
         "gene_transform": "gene_transform.json",
         "training": [entry(p) for p in included if p not in validation],
