@@ -335,7 +335,7 @@ def evaluate_generator(
     latent_size: int,
     image_size: int,
     split: str = "validation",
-    num_samples: int = 4,
+    num_samples: int = 16,
     seed: int = 12345,
     base_index: int | str = 0,
     batch_size: int = 64,
