@@ -66,6 +66,12 @@ def test_ensure_prepared(prepared, tmp_path):
         ensure_prepared(prepared, tmp_path / "unused", image_size=64)
     with pytest.raises(InputError, match="does not exist"):
         ensure_prepared(tmp_path / "nope", tmp_path / "unused")
+    # a folder prepared without slice-averaged margins: training that asks for them is told how to get them
+    with pytest.raises(InputError, match="margin_mm=0.*`rggan prepare --margin-mm 8`"):
+        ensure_prepared(prepared, tmp_path / "unused", image_size=32, margin_mm=8.0)
+    with pytest.raises(InputError, match="--margin-slices 2"):
+        ensure_prepared(prepared, tmp_path / "unused", image_size=32, margin_slices=2)
+    assert ensure_prepared(prepared, tmp_path / "unused", image_size=32, margin_mm=0.0) == str(prepared)
 
 
 def test_sample_keys_wrong_pair_and_base(prepared):
