@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from rggan.data.prepare.manifest import sha
@@ -66,7 +67,7 @@ class PrepareConfig:
         if isinstance(self.margin_slices, bool) or not isinstance(self.margin_slices, int) or self.margin_slices < 0:
             raise ValueError(f"margin_slices must be an int >= 0 (0: off), got {self.margin_slices!r}")
         if isinstance(self.margin_mm, bool) or not isinstance(self.margin_mm, (int, float)) or not (
-            0 <= self.margin_mm < float("inf")
+            math.isfinite(self.margin_mm) and self.margin_mm >= 0
         ):
             raise ValueError(f"margin_mm must be a finite number >= 0 (0: off), got {self.margin_mm!r}")
         if self.margin_slices and self.margin_mm:

@@ -83,8 +83,8 @@ def extract_patient(job: PatientJob) -> dict[str, Any]:
     # crop box and have a usable CT file (a missing one only shortens the average)
     k = cfg.margin_radius(geometry.slice_spacing)
     near = [s for d in range(1, k + 1) for s in (z - d, z + d) if 0 <= s < geometry.shape[0]]
-    margin = [z] + [s for s in near if mask[s, y0:y1, x0:x1].any() and s not in geometry.missing]
-    margin = margin if cfg.measures_margin else []
+    tumour = [s for s in near if mask[s, y0:y1, x0:x1].any() and s not in geometry.missing]
+    margin = [z, *tumour] if cfg.measures_margin else []
     read = slices + [s for s in margin if s not in slices]
     hu_all = dicom.read_ct_slices(geometry, read)
     hu = hu_all[: len(slices)]
