@@ -17,7 +17,10 @@ background patch ``base_index``, latents fixed by ``seed`` as in :mod:`rggan.inp
   also carry some background information); beside it, ``patient_fidelity_linear``: the same Spearman for
   the sparse linear read-out of the genes fitted on the training patients
   (:func:`rggan.adaptive_lasso.linear_readout`), the reference a generator's fidelity is read against on
-  any data, since no planted truth is needed;
+  any data, since no planted truth is needed; and for a generator trained with a phenotype prior
+  (:func:`prior_fidelity`), ``patient_fidelity_prior``: the same Spearman for the prior's own scores, which
+  are what this generator was handed, and ``prior_followed``: how G's mean generated features rank against
+  those scores (1: G carries its prior to new patients exactly);
 * **diversity** across latents and across patients (:mod:`rggan.diversity`);
 * on demo data (``demo_truth.json`` found or given): planted-association recovery of both radiogenomic
   maps (:func:`rggan.radiogenomic_map.score_against_truth`), the synthesis map computed over
@@ -54,6 +57,7 @@ __all__ = [
     "patient_fidelity",
     "fidelity_ceiling",
     "linear_fidelity",
+    "prior_fidelity",
     "intensity_metrics",
     "planted_recovery",
     "evaluate_generator",
@@ -185,6 +189,38 @@ def linear_fidelity(
     except InputError:
         return None
     return patient_fidelity(predicted.rename_axis(None).assign(patient=predicted.index), real)
+
+
+def prior_fidelity(
+    network: torch.nn.Module, items: Sequence[Mapping[str, Any]], real: pd.DataFrame, gen: pd.DataFrame
+) -> dict[str, dict[str, float]] | None:
+    """How well a generator's own phenotype prior ranks the held-out patients, and how closely G follows it.
+
+    A generator trained with ``phenotype_prior`` holds fixed scores ``W rna + c`` (buffers ``prior_weight``,
+    ``prior_bias``: one lasso fit per feature on the training patients, on the targets that run trained
+    with, e.g. slice-averaged margins) that enter its gene embedding. These scores are the linear read-out
+    this generator was actually handed; :func:`linear_fidelity` refits one on single-slice features.
+
+    Args:
+        network: the generator; items: the held-out datalist items (``patient``, ``rna`` paths);
+        real: their real feature table indexed by patient; gen: the generated feature table (``patient`` column).
+
+    Returns:
+        ``{"read_out": {feature: rho(score, real)}, "followed": {feature: rho(mean generated, score)}}`` over
+        :data:`rggan.features.FEATURE_NAMES` (Spearman across patients as :func:`patient_fidelity`); None when
+        the generator has no prior.
+    """
+    weight, bias = getattr(network, "prior_weight", None), getattr(network, "prior_bias", None)
+    if weight is None or bias is None or weight.shape[0] != len(FEATURE_NAMES):
+        return None
+    rna = np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in items])
+    w, c = weight.detach().cpu().double().numpy(), bias.detach().cpu().double().numpy()
+    patients = [str(it["patient"]) for it in items]
+    scores = pd.DataFrame(rna @ w.T + c, index=pd.Index(patients, name="patient"), columns=list(FEATURE_NAMES))
+    return {
+        "read_out": patient_fidelity(scores.rename_axis(None).assign(patient=patients), real),
+        "followed": patient_fidelity(gen, scores),
+    }
 
 
 def _inside_minus_outside(hu: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
@@ -393,6 +429,7 @@ def evaluate_generator(
     real_image, real_mask = _real_nodules(items, image_size)
     base = torch.as_tensor(np.stack([r["base"] for r in requests]))
     patients = [r["patient"] for r in requests]
+    prior = prior_fidelity(network, items, real, gen)
     metrics: dict[str, Any] = {
         "patients": len(items),
         "split": split,
@@ -401,6 +438,8 @@ def evaluate_generator(
         "feature_realism": feature_realism(gen, real),
         "patient_fidelity_spearman": patient_fidelity(gen, real),
         "patient_fidelity_linear": linear_fidelity(folder, real, split) if linear_reference else None,
+        "patient_fidelity_prior": None if prior is None else prior["read_out"],
+        "prior_followed": None if prior is None else prior["followed"],
         **intensity_metrics(out, base, real_image, real_mask, hu_range),
         "diversity": diversity_metrics(out["image"], out["mask"], patients, real_image, real_mask),
     }

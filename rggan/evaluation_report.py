@@ -41,6 +41,11 @@ def _planted_lines(pr: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _num(v: Any) -> str:
+    """A metric for the text report: 4 significant digits, ``nan`` for a missing value."""
+    return "nan" if v is None else f"{float(v):.4g}"
+
+
 def format_metrics(metrics: Mapping[str, Any]) -> str:
     """The metrics as readable text tables.
 
@@ -62,15 +67,20 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
         lines.append("Patient fidelity (Spearman across patients, real feature vs mean generated feature):")
         ceiling = metrics.get("patient_fidelity_ceiling") or {}
         linear = metrics.get("patient_fidelity_linear") or {}
+        prior = metrics.get("patient_fidelity_prior") or {}
+        followed = metrics.get("prior_followed") or {}
         if linear:
             lines.append("  (linear: the same with a lasso read-out of the genes, fitted on the training patients)")
+        if prior:
+            lines.append("  (prior: the same with the generator's own prior scores; followed: G's mean vs the scores)")
         if ceiling:
             lines.append("  (ceiling: the same with each patient's planted phenotype for the generated feature)")
         for k, v in metrics["patient_fidelity_spearman"].items():
             lines.append(
-                f"  {k:40s} {v:.4g}"
-                + (f"   linear {linear[k]:.4g}" if k in linear else "")
-                + (f"   ceiling {ceiling[k]:.4g}" if k in ceiling else "")
+                f"  {k:40s} {_num(v)}"
+                + (f"   linear {_num(linear[k])}" if k in linear else "")
+                + (f"   prior {_num(prior[k])}   followed {_num(followed.get(k))}" if k in prior else "")
+                + (f"   ceiling {_num(ceiling[k])}" if k in ceiling else "")
             )
         lines.append("")
     for section in ("background_preservation", "mask_image_consistency", "diversity"):

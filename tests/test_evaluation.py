@@ -50,6 +50,7 @@ def test_evaluate_workflow(tmp_path):
     assert set(metrics["feature_realism"]) == set(FEATURE_NAMES)
     assert set(metrics["patient_fidelity_spearman"]) == set(FEATURE_NAMES)
     assert set(metrics["patient_fidelity_linear"]) == set(FEATURE_NAMES)  # NaN (null) with 2 held-out patients
+    assert metrics["patient_fidelity_prior"] is None and metrics["prior_followed"] is None  # no phenotype prior
     w1 = metrics["feature_realism"]["mean_hu"]["w1"]
     assert w1 is not None and w1 >= 0
     bp = metrics["background_preservation"]["l1_outside_mask_hu"]

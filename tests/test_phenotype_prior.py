@@ -1,6 +1,7 @@
 """The generator's phenotype prior: fixed lasso scores of the genes entering the gene embedding."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -132,3 +133,36 @@ def test_linear_readout_predicts_held_out_patients_from_the_training_fits_alone(
     assert set(fidelity) == set(FEATURE_NAMES)
     assert fidelity["mean_hu"] == spearmanr(predicted["mean_hu"], real["mean_hu"]).statistic
     assert linear_fidelity(folder, real_training, "training") is None  # no held-out reference on training
+
+
+def test_prior_fidelity_reads_the_generators_own_prior_and_how_closely_g_follows_it(prepared_demo):
+    from scipy.stats import spearmanr
+
+    from rggan.adaptive_lasso import phenotype_prior
+    from rggan.data.dataset import load_datalist
+    from rggan.evaluation_metrics import prior_fidelity
+    from rggan.features import FEATURE_NAMES
+    from rggan.intensity import hu_range_of
+    from rggan.radiogenomic.conventional import real_features
+
+    folder = prepared_demo.output_dir
+    items = load_datalist(folder, "validation")
+    real = real_features(items, hu_range_of(folder))
+    w, c = phenotype_prior(folder)
+    net = RGGenerator(w.shape[1], embed_dim=8, latent_size=4, g_n_feat=4, image_size=32, phenotype_prior=(w, c))
+    scores = np.stack([np.load(it["rna"]).reshape(-1) for it in items]) @ w.T + c
+    patients = [str(it["patient"]) for it in items]
+    # two latents per patient: one on the score's side, one mirrored, so the patient mean ranks as
+    # 2 x score - score for the first three features and as -score for the others
+    flip = np.where(np.arange(len(FEATURE_NAMES)) < 3, 1.0, -1.0)
+    gen = pd.DataFrame(np.concatenate([scores * flip + 0.5, scores * flip - 0.5]), columns=list(FEATURE_NAMES))
+    gen.insert(0, "patient", patients * 2)
+    out = prior_fidelity(net, items, real, gen)
+    for k, name in enumerate(FEATURE_NAMES):
+        if np.ptp(scores[:, k]) == 0:
+            continue  # a fit that kept no gene: no ranking
+        expected = spearmanr(scores[:, k], real.loc[patients, name]).statistic
+        assert out["read_out"][name] == pytest.approx(expected), name
+        assert out["followed"][name] == pytest.approx(flip[k]), name
+    assert out["read_out"]["mean_hu"] > 0.5  # the demo's strongly planted intensity, through the prior alone
+    assert prior_fidelity(RGGenerator(w.shape[1], g_n_feat=4, image_size=32), items, real, gen) is None
