@@ -192,7 +192,7 @@ def linear_fidelity(
 
 
 def prior_fidelity(
-    network: torch.nn.Module, items: Sequence[Mapping[str, Any]], real: pd.DataFrame, gen: pd.DataFrame
+    network: torch.nn.Module, expression: Mapping[str, np.ndarray], real: pd.DataFrame, gen: pd.DataFrame
 ) -> dict[str, dict[str, float]] | None:
     """How well a generator's own phenotype prior ranks the held-out patients, and how closely G follows it.
 
@@ -202,7 +202,7 @@ def prior_fidelity(
     this generator was actually handed; :func:`linear_fidelity` refits one on single-slice features.
 
     Args:
-        network: the generator; items: the held-out datalist items (``patient``, ``rna`` paths);
+        network: the generator; expression: each held-out patient's prepared expression vector (``rna.npy``);
         real: their real feature table indexed by patient; gen: the generated feature table (``patient`` column).
 
     Returns:
@@ -213,9 +213,9 @@ def prior_fidelity(
     weight, bias = getattr(network, "prior_weight", None), getattr(network, "prior_bias", None)
     if weight is None or bias is None or weight.shape[0] != len(FEATURE_NAMES):
         return None
-    rna = np.stack([np.load(it["rna"]).astype(np.float64).reshape(-1) for it in items])
+    patients = [str(p) for p in expression]
+    rna = np.stack([np.asarray(v, np.float64).reshape(-1) for v in expression.values()])
     w, c = weight.detach().cpu().double().numpy(), bias.detach().cpu().double().numpy()
-    patients = [str(it["patient"]) for it in items]
     scores = pd.DataFrame(rna @ w.T + c, index=pd.Index(patients, name="patient"), columns=list(FEATURE_NAMES))
     return {
         "read_out": patient_fidelity(scores.rename_axis(None).assign(patient=patients), real),
@@ -429,7 +429,7 @@ def evaluate_generator(
     real_image, real_mask = _real_nodules(items, image_size)
     base = torch.as_tensor(np.stack([r["base"] for r in requests]))
     patients = [r["patient"] for r in requests]
-    prior = prior_fidelity(network, items, real, gen)
+    prior = prior_fidelity(network, {r["patient"]: r["rna"] for r in requests}, real, gen)  # rna already loaded
     metrics: dict[str, Any] = {
         "patients": len(items),
         "split": split,

@@ -157,7 +157,8 @@ def test_prior_fidelity_reads_the_generators_own_prior_and_how_closely_g_follows
     flip = np.where(np.arange(len(FEATURE_NAMES)) < 3, 1.0, -1.0)
     gen = pd.DataFrame(np.concatenate([scores * flip + 0.5, scores * flip - 0.5]), columns=list(FEATURE_NAMES))
     gen.insert(0, "patient", patients * 2)
-    out = prior_fidelity(net, items, real, gen)
+    expression = {p: np.load(it["rna"]).reshape(-1) for p, it in zip(patients, items)}
+    out = prior_fidelity(net, expression, real, gen)
     for k, name in enumerate(FEATURE_NAMES):
         if np.ptp(scores[:, k]) == 0:
             continue  # a fit that kept no gene: no ranking
@@ -165,4 +166,4 @@ def test_prior_fidelity_reads_the_generators_own_prior_and_how_closely_g_follows
         assert out["read_out"][name] == pytest.approx(expected), name
         assert out["followed"][name] == pytest.approx(flip[k]), name
     assert out["read_out"]["mean_hu"] > 0.5  # the demo's strongly planted intensity, through the prior alone
-    assert prior_fidelity(RGGenerator(w.shape[1], g_n_feat=4, image_size=32), items, real, gen) is None
+    assert prior_fidelity(RGGenerator(w.shape[1], g_n_feat=4, image_size=32), expression, real, gen) is None
