@@ -117,3 +117,27 @@ def test_slices_margin_target_prepares_and_reads_slice_averaged_margins(tmp_path
     assert kwargs["margin_mm"] == margin_mm and "margin_slices" not in kwargs
     assert parser.get_parsed_content("gloss").uses_margin is uses
     assert parser.get_parsed_content("slice_margin") is uses
+
+
+def test_demo_map_shrinks_only_the_margin_target_toward_the_genes_read_out(prepared_demo, tmp_path):
+    """demo_map.yaml: ``c_shape``'s target is the lasso read-out of the margin, ``c_tex``'s stays the real value."""
+    import numpy as np
+
+    from rggan.adaptive_lasso import lasso_prediction
+
+    folder = str(prepared_demo.output_dir)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "demo_map.yaml")])
+    parser.update({"dataset_dir": folder, "output_dir": str(tmp_path / "out"), "shape_target": "feature"})
+    gloss = parser.get_parsed_content("gloss")
+    assert gloss.target_shrinkage == 1.0 and set(gloss.target_priors) == {"shape"}
+    weights, intercept = lasso_prediction(folder, "irregularity")
+    np.testing.assert_allclose(gloss.target_priors["shape"][0].numpy(), weights, rtol=1e-5, atol=1e-7)
+    assert gloss.target_priors["shape"][1] == pytest.approx(intercept)
+
+    parser = ConfigParser()  # train.yaml alone: the real values, as before
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"dataset_dir": folder, "output_dir": str(tmp_path / "out2")})
+    assert parser.get_parsed_content("gloss").target_shrinkage == 0.0
+    parser.update({"target_shrinkage": 0.5})
+    assert set(parser.get_parsed_content("gloss").target_priors) == {"shape", "tex"}
