@@ -119,8 +119,8 @@ def test_slices_margin_target_prepares_and_reads_slice_averaged_margins(tmp_path
     assert parser.get_parsed_content("slice_margin") is uses
 
 
-def test_demo_map_shrinks_only_the_margin_target_toward_the_genes_read_out(prepared_demo, tmp_path):
-    """demo_map.yaml: ``c_shape``'s target is the lasso read-out of the margin, ``c_tex``'s stays the real value."""
+def test_shrink_terms_shrinks_only_the_margin_target_toward_the_genes_read_out(prepared_demo, tmp_path):
+    """``shrink_terms: [shape]``: ``c_shape``'s target is the margin's lasso read-out, ``c_tex``'s the real one."""
     import numpy as np
 
     from rggan.adaptive_lasso import lasso_prediction
@@ -129,15 +129,15 @@ def test_demo_map_shrinks_only_the_margin_target_toward_the_genes_read_out(prepa
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "demo_map.yaml")])
     parser.update({"dataset_dir": folder, "output_dir": str(tmp_path / "out"), "shape_target": "feature"})
+    assert parser.get_parsed_content("gloss").target_shrinkage == 0.0  # demo_map.yaml: off
+    parser.update({"target_shrinkage": 1.0, "shrink_terms": ["shape"]})
     gloss = parser.get_parsed_content("gloss")
     assert gloss.target_shrinkage == 1.0 and set(gloss.target_priors) == {"shape"}
     weights, intercept = lasso_prediction(folder, "irregularity")
     np.testing.assert_allclose(gloss.target_priors["shape"][0].numpy(), weights, rtol=1e-5, atol=1e-7)
     assert gloss.target_priors["shape"][1] == pytest.approx(intercept)
 
-    parser = ConfigParser()  # train.yaml alone: the real values, as before
+    parser = ConfigParser()  # train.yaml's default terms: both
     parser.read_config(str(CONFIGS / "train.yaml"))
-    parser.update({"dataset_dir": folder, "output_dir": str(tmp_path / "out2")})
-    assert parser.get_parsed_content("gloss").target_shrinkage == 0.0
-    parser.update({"target_shrinkage": 0.5})
+    parser.update({"dataset_dir": folder, "output_dir": str(tmp_path / "out2"), "target_shrinkage": 0.5})
     assert set(parser.get_parsed_content("gloss").target_priors) == {"shape", "tex"}
